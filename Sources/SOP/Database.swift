@@ -1,0 +1,169 @@
+import SOPCore
+import SOPFileSystem
+import SOPInMemory
+
+/// How processes sharing a database coordinate.
+public enum Coordination: Sendable, Equatable {
+    /// One process owns the database (an OS file lock enforces it); locks and caches live in
+    /// that process. The embedded default: no servers.
+    case standalone
+}
+
+/// Options of an open database.
+public struct DatabaseOptions: Sendable {
+    /// How processes coordinate.
+    public var coordination: Coordination = .standalone
+    /// Create the folder (and an empty database in it) when missing. When `false`, opening a
+    /// missing database throws ``SOPError/Code/notFound``.
+    public var createIfMissing = true
+    /// Byte budget of the L1 cache of decoded nodes.
+    public var nodeCacheBytes = 256 << 20
+    /// The longest a transaction may run; locks it holds expire after this.
+    public var maxTransactionDuration: Duration = .seconds(15 * 60)
+    /// How many times ``Database/write(maxAttempts:_:)`` runs its closure when commits conflict.
+    public var maxWriteAttempts = 20
+    /// Log bytes after which the committed state is checkpointed into the registry files.
+    public var checkpointBytes: UInt64 = 64 << 20
+
+    /// Default options.
+    public init() {}
+}
+
+/// The shared, process-wide side of an open database: storage, locks, the L1 cache.
+final class Engine: Sendable {
+    let storage: any StorageBackend
+    let locker: any Locker
+    let cache: NodeCache
+    let options: DatabaseOptions
+    let path: String
+
+    init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, options: DatabaseOptions, path: String) {
+        self.storage = storage
+        self.locker = locker
+        self.cache = cache
+        self.options = options
+        self.path = path
+    }
+
+    /// Loads a committed node: L1 by physical ID, else the blob, decoded once and cached.
+    func loadNode<K: Codable & Sendable>(_ handle: Handle, coder: JSONCoder<K>, typeTag: ObjectIdentifier) async throws -> EngineNode<K> {
+        let key = NodeCache.Key(physical: handle.active, type: typeTag)
+        if let hit = cache.get(key) as? EngineNode<K> { return hit }
+        let bytes = try await storage.readBlob(handle.active)
+        let node: EngineNode<K>
+        do {
+            node = try NodeFormat.decode(bytes, expectedID: handle.logicalID, coder: coder)
+        } catch let e as SOPError where e.code == .corrupt || e.code == .unsupportedFormat {
+            throw SOPError(e.code, "node \(handle.logicalID): \(e.message)", path: e.path ?? path)
+        }
+        cache.put(key, node, cost: NodeFormat.cost(node))
+        return node
+    }
+
+    static func lockKey(store: SOPID, node: SOPID) -> String { "N:\(store.hex):\(node.hex)" }
+    static func lockKey(storeName: String) -> String { "S:\(storeName)" }
+}
+
+/// An open SOP database: named B-trees of `Codable` keys and values with ACID transactions.
+///
+/// ```swift
+/// let db = try await Database.open(at: "/data/app")
+/// try await db.write { tx in
+///     let people = try await tx.store("people", key: String.self, value: Person.self)
+///     try await people.add("ada", Person(born: 1815))
+/// }
+/// ```
+public final class Database: Sendable {
+    let engine: Engine
+
+    /// The database folder (absolute).
+    public var path: String { engine.path }
+
+    private init(engine: Engine) {
+        self.engine = engine
+    }
+
+    /// Opens the database in the folder `path`, creating it when it does not exist (unless
+    /// `options.createIfMissing` is off), and recovers whatever a crash left half done.
+    ///
+    /// Standalone, the process holds an OS lock on the folder until ``close()`` or exit; a
+    /// second process gets ``SOPError/Code/databaseLocked``.
+    public static func open(at path: String, options: DatabaseOptions = .init()) async throws -> Database {
+        var fo = FileStorageOptions()
+        fo.createIfMissing = options.createIfMissing
+        fo.checkpointBytes = options.checkpointBytes
+        let storage = try await FileStorage.open(at: path, options: fo)
+        let engine = Engine(storage: storage, locker: InMemoryLocker(), cache: NodeCache(capacity: options.nodeCacheBytes),
+                            options: options, path: storage.path)
+        return Database(engine: engine)
+    }
+
+    /// Opens the database with the given coordination (see ``Coordination``).
+    public static func open(at path: String, coordination: Coordination) async throws -> Database {
+        var o = DatabaseOptions()
+        o.coordination = coordination
+        return try await open(at: path, options: o)
+    }
+
+    /// Checkpoints and releases the database. Transactions still running fail afterwards.
+    public func close() async throws {
+        try await engine.storage.close()
+    }
+
+    /// Starts a transaction. Prefer ``read(_:)`` and ``write(maxAttempts:_:)``, which commit,
+    /// roll back and retry for you.
+    public func beginTransaction(_ mode: Transaction.Mode = .forWriting,
+                                 maxDuration: Duration? = nil) async throws -> Transaction {
+        let d = maxDuration ?? engine.options.maxTransactionDuration
+        guard d > .zero else { throw SOPError(.invalidArgument, "a transaction's maximum duration must be positive") }
+        return Transaction(engine: engine, mode: mode, maxDuration: d)
+    }
+
+    /// Runs `body` in a read-only transaction and commits it (which re-checks that nothing
+    /// read has changed). Re-runs on a conflict.
+    public func read<T>(isolation: isolated (any Actor)? = #isolation,
+                        _ body: (Transaction) async throws -> T) async throws -> T {
+        try await run(.forReading, maxAttempts: engine.options.maxWriteAttempts, body)
+    }
+
+    /// Runs `body` in a transaction for writing: commits when it returns, rolls back when it
+    /// throws, and re-runs it (up to `maxAttempts` times, with jittered back-off) when the
+    /// commit conflicts with another transaction. The closure re-reads fresh data each time.
+    public func write<T>(maxAttempts: Int? = nil, isolation: isolated (any Actor)? = #isolation,
+                         _ body: (Transaction) async throws -> T) async throws -> T {
+        try await run(.forWriting, maxAttempts: maxAttempts ?? engine.options.maxWriteAttempts, body)
+    }
+
+    private func run<T>(_ mode: Transaction.Mode, maxAttempts: Int, isolation: isolated (any Actor)? = #isolation,
+                        _ body: (Transaction) async throws -> T) async throws -> T {
+        let attempts = max(1, maxAttempts)
+        var attempt = 0
+        while true {
+            attempt += 1
+            let tx = try await beginTransaction(mode)
+            do {
+                let result = try await body(tx)
+                try await tx.commit()
+                return result
+            } catch let e as SOPError where e.isRetryable && attempt < attempts {
+                await tx.rollback()
+                // Jittered exponential back-off: 1 ms, 2 ms, 4 ms ... capped at 100 ms.
+                let cap = min(100, 1 << min(attempt - 1, 7))
+                try await Task.sleep(for: .microseconds(Int.random(in: 500...(cap * 1000))))
+            } catch {
+                await tx.rollback()
+                throw error
+            }
+        }
+    }
+
+    /// The stores of the database as last committed, sorted by name.
+    public func stores() -> [StoreInfo] {
+        engine.storage.stores()
+    }
+
+    /// Statistics of the L1 node cache.
+    public var cacheStatistics: (bytes: Int, entries: Int, hits: Int, misses: Int) {
+        engine.cache.statistics
+    }
+}

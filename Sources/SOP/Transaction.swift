@@ -1,0 +1,373 @@
+import SOPBTree
+import SOPCore
+
+/// What the commit of a transaction needs from each store it used, whatever its types.
+protocol StoreWork: AnyObject {
+    var info: StoreInfo { get }
+    var isNew: Bool { get }
+    var countDelta: Int64 { get }
+    var observedCountVersion: UInt64? { get }
+    var fetchedVersions: [SOPID: UInt32] { get }
+    var changes: [SOPID: NodeChange] { get }
+    var keyTypeName: String { get }
+    var valueTypeName: String { get }
+    var hasChanges: Bool { get }
+    /// Writes new separate values and returns the new nodes' encodings (added and updated).
+    func prepareNodes() async throws -> [(id: SOPID, bytes: [UInt8])]
+    /// Puts the committed nodes into the L1 cache under their new physical IDs.
+    func publish(physical: [SOPID: SOPID])
+}
+
+enum NodeChange: Equatable {
+    case added
+    case updated
+    case removed
+}
+
+/// A unit of work: reads see one consistent state (or the commit fails with a conflict),
+/// and writes become visible and durable all at once when ``commit()`` returns.
+///
+/// A transaction is used by one task at a time (like a database connection). Concurrency
+/// comes from running many transactions.
+public final class Transaction: @unchecked Sendable {
+    // @unchecked: documented single-task use; the engine it talks to is thread-safe.
+
+    /// What a transaction may do and what its commit checks.
+    public enum Mode: Sendable, Equatable {
+        /// Reads only; the commit re-checks that everything read is unchanged.
+        case forReading
+        /// Reads and writes; the commit re-checks reads and applies writes atomically.
+        case forWriting
+        /// Writes without re-checking what was only read (nodes written are still checked).
+        case noCheck
+    }
+
+    enum State: Equatable {
+        case active
+        case prepared
+        case committed
+        case rolledBack
+    }
+
+    let engine: Engine
+    /// This transaction's ID (also the owner of its locks).
+    public let id: SOPID
+    /// The mode it was begun with.
+    public let mode: Mode
+    let maxDuration: Duration
+    let deadline: ContinuousClock.Instant
+    var state: State = .active
+    var works: [String: any StoreWork] = [:]
+    var dropped: [String: StoreInfo] = [:]
+    private var heldLocks: [String] = []
+    private var preparedNodes: [(store: SOPID, id: SOPID, physical: SOPID)] = []
+
+    init(engine: Engine, mode: Mode, maxDuration: Duration) {
+        self.engine = engine
+        self.id = .timeOrdered()
+        self.mode = mode
+        self.maxDuration = maxDuration
+        self.deadline = .now + maxDuration
+    }
+
+    /// True until the transaction commits or rolls back.
+    public var isActive: Bool { state == .active }
+
+    func checkUsable(writing: Bool) throws {
+        guard state == .active else {
+            throw SOPError(.invalidState, "the transaction has already \(state == .committed ? "committed" : state == .prepared ? "begun to commit" : "rolled back")")
+        }
+        if writing && mode == .forReading {
+            throw SOPError(.invalidState, "the transaction is read-only")
+        }
+        if ContinuousClock.now > deadline {
+            throw SOPError(.timeout, "the transaction ran past its maximum duration of \(maxDuration)")
+        }
+    }
+
+    // MARK: - Stores
+
+    /// Opens the store `name`, creating it (with `options`, or defaults) when this
+    /// transaction is for writing and it does not exist yet.
+    public func store<K: Codable & Sendable & Comparable, V: Codable & Sendable>(
+        _ name: String, key: K.Type, value: V.Type, options: StoreOptions? = nil
+    ) async throws -> Store<K, V> {
+        try await store(name, key: key, value: value, options: options, create: mode != .forReading, mustCreate: false,
+                        compare: { a, b in a < b ? -1 : (b < a ? 1 : 0) })
+    }
+
+    /// Opens (or, when writing, creates) a store whose keys are ordered by `compare`
+    /// (negative, zero or positive like `strcmp`). The comparator is not persisted: every
+    /// program opening the store must pass the same one.
+    public func store<K: Codable & Sendable, V: Codable & Sendable>(
+        _ name: String, key: K.Type, value: V.Type, options: StoreOptions? = nil,
+        compare: @escaping @Sendable (K, K) -> Int
+    ) async throws -> Store<K, V> {
+        try await store(name, key: key, value: value, options: options, create: mode != .forReading, mustCreate: false,
+                        compare: compare)
+    }
+
+    /// Opens an existing store; ``SOPError/Code/notFound`` when it does not exist.
+    public func openStore<K: Codable & Sendable & Comparable, V: Codable & Sendable>(
+        _ name: String, key: K.Type, value: V.Type
+    ) async throws -> Store<K, V> {
+        try await store(name, key: key, value: value, options: nil, create: false, mustCreate: false,
+                        compare: { a, b in a < b ? -1 : (b < a ? 1 : 0) })
+    }
+
+    /// Creates a store; ``SOPError/Code/alreadyExists`` when the name is taken.
+    public func createStore<K: Codable & Sendable & Comparable, V: Codable & Sendable>(
+        _ name: String, key: K.Type, value: V.Type, options: StoreOptions = .init()
+    ) async throws -> Store<K, V> {
+        try await store(name, key: key, value: value, options: options, create: true, mustCreate: true,
+                        compare: { a, b in a < b ? -1 : (b < a ? 1 : 0) })
+    }
+
+    func store<K: Codable & Sendable, V: Codable & Sendable>(
+        _ name: String, key: K.Type, value: V.Type, options: StoreOptions?, create: Bool, mustCreate: Bool,
+        compare: @escaping @Sendable (K, K) -> Int
+    ) async throws -> Store<K, V> {
+        try checkUsable(writing: mustCreate)
+        try StoreName.validate(name)
+        if let o = options { try o.validate() }
+        let kName = typeName(K.self), vName = typeName(V.self)
+        if let w = works[name] {
+            if mustCreate { throw SOPError(.alreadyExists, "store '\(name)' already exists") }
+            guard let typed = w as? TxNodeRepository<K, V> else {
+                throw SOPError(.typeMismatch,
+                               "store '\(name)' is already open in this transaction as \(w.keyTypeName) → \(w.valueTypeName)")
+            }
+            return Store(transaction: self, repository: typed, compare: compare)
+        }
+        let committed = dropped[name] == nil ? engine.storage.storeInfo(named: name) : nil
+        if let info = committed {
+            if mustCreate { throw SOPError(.alreadyExists, "store '\(name)' already exists") }
+            let anyKey = K.self == JSONValue.self, anyValue = V.self == JSONValue.self
+            guard anyKey || info.keyType == kName, anyValue || info.valueType == vName else {
+                throw SOPError(.typeMismatch,
+                               "store '\(name)' holds \(info.keyType) → \(info.valueType), not \(kName) → \(vName)")
+            }
+            let repo = TxNodeRepository<K, V>(transaction: self, info: info, isNew: false)
+            works[name] = repo
+            return Store(transaction: self, repository: repo, compare: compare)
+        }
+        guard create else { throw SOPError(.notFound, "store '\(name)' does not exist") }
+        try checkUsable(writing: true)
+        let o = options ?? StoreOptions()
+        try o.validate()
+        let info = StoreInfo(name: name, options: o, keyType: kName, valueType: vName,
+                             createdAt: SystemClock().nowMilliseconds())
+        let repo = TxNodeRepository<K, V>(transaction: self, info: info, isNew: true)
+        repo.add(BTreeNode(id: info.rootID))
+        works[name] = repo
+        return Store(transaction: self, repository: repo, compare: compare)
+    }
+
+    /// Drops a store and everything in it when the transaction commits.
+    public func dropStore(_ name: String) async throws {
+        try checkUsable(writing: true)
+        try StoreName.validate(name)
+        if let w = works[name] {
+            works[name] = nil
+            if !w.isNew { dropped[name] = w.info }
+            return
+        }
+        guard let info = engine.storage.storeInfo(named: name), dropped[name] == nil else {
+            throw SOPError(.notFound, "store '\(name)' does not exist")
+        }
+        dropped[name] = info
+    }
+
+    /// Names of the stores as this transaction sees them.
+    public func storeNames() -> [String] {
+        var names = Set(engine.storage.stores().map(\.name))
+        for (n, w) in works where w.isNew { names.insert(n) }
+        for n in dropped.keys { names.remove(n) }
+        return names.sorted()
+    }
+
+    // MARK: - Commit
+
+    /// Commits: phase 1 then phase 2. When this returns the changes are durable.
+    /// Throws ``SOPError/Code/conflict`` (retryable) when another transaction changed what
+    /// this one read or wrote; the transaction is then rolled back.
+    public func commit() async throws {
+        try await phase1Commit()
+        try await phase2Commit()
+    }
+
+    private var hasWrites: Bool {
+        !dropped.isEmpty || works.values.contains { $0.hasChanges || $0.isNew }
+    }
+
+    /// Phase 1 of a two-phase commit: locks what is written, re-checks every version read,
+    /// and writes the new nodes. After it succeeds, ``phase2Commit()`` cannot conflict.
+    public func phase1Commit() async throws {
+        try checkUsable(writing: false)
+        do {
+            if hasWrites { try await lockWriteSet() }
+            if mode != .noCheck || hasWrites { try await validate() }
+            try await writeNodes()
+            state = .prepared
+        } catch {
+            await release()
+            state = .rolledBack
+            throw error
+        }
+    }
+
+    /// Phase 2: the commit point (one durable log record), then the registry flips and
+    /// locks are released.
+    public func phase2Commit() async throws {
+        guard state == .prepared else {
+            throw SOPError(.invalidState, "phase2Commit needs a successful phase1Commit first")
+        }
+        do {
+            if hasWrites { try await writeCommitRecord() }
+            state = .committed
+        } catch {
+            state = .rolledBack
+            await release()
+            throw error
+        }
+        await release()
+    }
+
+    /// Abandons the transaction: nothing it wrote becomes visible. Safe to call more than once.
+    public func rollback() async {
+        guard state == .active || state == .prepared else { return }
+        state = .rolledBack
+        await release()
+    }
+
+    private func release() async {
+        guard !heldLocks.isEmpty else { return }
+        let keys = heldLocks
+        heldLocks = []
+        try? await engine.locker.unlock(keys, owner: id)
+    }
+
+    private func lockWriteSet() async throws {
+        var keys: [String] = []
+        for (name, w) in works {
+            if w.isNew { keys.append(Engine.lockKey(storeName: name)) }
+            for (node, c) in w.changes where c != .added {
+                keys.append(Engine.lockKey(store: w.info.id, node: node))
+            }
+        }
+        for name in dropped.keys { keys.append(Engine.lockKey(storeName: name)) }
+        keys.sort()
+        if let busy = try await engine.locker.tryLock(keys, owner: id, ttl: maxDuration) {
+            throw SOPError(.conflict, "another transaction is committing a change to the same data (\(busy))")
+        }
+        heldLocks = keys
+    }
+
+    private func conflict(_ why: String) -> SOPError {
+        SOPError(.conflict, "transaction conflict: \(why)")
+    }
+
+    private func validate() async throws {
+        let storage = engine.storage
+        for (name, w) in works {
+            let current = storage.storeInfo(named: name)
+            if w.isNew {
+                if current != nil { throw conflict("store '\(name)' was created by another transaction") }
+                continue
+            }
+            guard let current, current.id == w.info.id else {
+                throw conflict("store '\(name)' was dropped or re-created")
+            }
+            if let owner = try await engine.locker.owner(of: Engine.lockKey(storeName: name)), owner != id {
+                throw conflict("store '\(name)' is being dropped")
+            }
+            if let seen = w.observedCountVersion, seen != current.countVersion {
+                throw conflict("the count of store '\(name)' changed")
+            }
+            for (node, version) in w.fetchedVersions {
+                let written = w.changes[node] != nil
+                if mode == .noCheck && !written { continue }
+                guard let h = storage.handle(store: w.info.id, logicalID: node), h.version == version else {
+                    throw conflict("node \(node) of store '\(name)' changed")
+                }
+                if !written, let owner = try await engine.locker.owner(of: Engine.lockKey(store: w.info.id, node: node)),
+                   owner != id {
+                    throw conflict("node \(node) of store '\(name)' is being committed by another transaction")
+                }
+            }
+        }
+        for (name, info) in dropped {
+            guard storage.storeInfo(named: name)?.id == info.id else {
+                throw conflict("store '\(name)' was dropped or re-created")
+            }
+        }
+    }
+
+    private func writeNodes() async throws {
+        var blobs: [[UInt8]] = []
+        var owners: [(store: SOPID, id: SOPID)] = []
+        for w in works.values where w.hasChanges {
+            for n in try await w.prepareNodes() {
+                blobs.append(n.bytes)
+                owners.append((w.info.id, n.id))
+            }
+        }
+        let ids = try await engine.storage.writeBlobs(blobs)
+        preparedNodes = zip(owners, ids).map { ($0.store, $0.id, $1) }
+    }
+
+    private func writeCommitRecord() async throws {
+        let txID = id
+        let nodes = preparedNodes
+        var adds: [SOPID: [(SOPID, NodeChange)]] = [:]
+        var infos: [(info: StoreInfo, isNew: Bool, delta: Int64)] = []
+        for w in works.values {
+            infos.append((w.info, w.isNew, w.countDelta))
+            adds[w.info.id] = w.changes.map { ($0.key, $0.value) }
+        }
+        let droppedIDs = dropped.values.map(\.id)
+        let changeSets = adds
+        let physical = Dictionary(nodes.map { ($0.id, $0.physical) }, uniquingKeysWith: { a, _ in a })
+        try await engine.storage.commit { view in
+            var record = CommitRecord(transactionID: txID, droppedStores: droppedIDs)
+            for s in infos {
+                if s.isNew {
+                    var info = s.info
+                    info.count = s.delta
+                    info.countVersion = 1
+                    record.storeInfos.append(info)
+                } else if s.delta != 0 {
+                    guard var info = view.storeInfo(id: s.info.id) else {
+                        throw SOPError(.conflict, "transaction conflict: store '\(s.info.name)' was dropped")
+                    }
+                    info.count += s.delta
+                    info.countVersion &+= 1
+                    record.storeInfos.append(info)
+                }
+                for (node, change) in changeSets[s.info.id] ?? [] {
+                    switch change {
+                    case .added:
+                        guard let p = physical[node] else { throw SOPError(.internalError, "node \(node) was not written") }
+                        record.handles.append(HandleChange(store: s.info.id, logicalID: node,
+                                                           handle: Handle(logicalID: node, physical: p)))
+                    case .updated:
+                        guard let p = physical[node], var h = view.handle(store: s.info.id, logicalID: node) else {
+                            throw SOPError(.internalError, "node \(node) lost its handle while locked")
+                        }
+                        h.flip(to: p)
+                        record.handles.append(HandleChange(store: s.info.id, logicalID: node, handle: h))
+                    case .removed:
+                        record.handles.append(HandleChange(store: s.info.id, logicalID: node, handle: nil))
+                    }
+                }
+            }
+            return record
+        }
+        for w in works.values where w.hasChanges { w.publish(physical: physical) }
+    }
+}
+
+func typeName(_ t: Any.Type) -> String {
+    if t == JSONValue.self { return "JSONValue" }
+    return String(reflecting: t)
+}

@@ -1,0 +1,108 @@
+import SOPBTree
+import SOPCore
+
+/// One store's working set inside one transaction: the B-tree's node repository.
+///
+/// Nodes fetched from the committed state are remembered with their registry version
+/// (re-checked at commit) and kept for the rest of the transaction, so re-reading gives the
+/// same answer. Changed, added and removed nodes stay here until the commit writes them.
+final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: NodeRepository, StoreWork {
+    typealias Key = KeyBox<K>
+    typealias Value = ValueBox
+
+    unowned let transaction: Transaction
+    let info: StoreInfo
+    let isNew: Bool
+    let keyCoder = JSONCoder<K>()
+    let valueCoder = JSONCoder<V>()
+    var working: [SOPID: EngineNode<K>] = [:]
+    var changes: [SOPID: NodeChange] = [:]
+    var fetchedVersions: [SOPID: UInt32] = [:]
+    var countDelta: Int64 = 0
+    var observedCountVersion: UInt64?
+    /// Bumped by every change; cursors re-seek when it moved.
+    var modifications = 0
+
+    init(transaction: Transaction, info: StoreInfo, isNew: Bool) {
+        self.transaction = transaction
+        self.info = info
+        self.isNew = isNew
+    }
+
+    var keyTypeName: String { typeName(K.self) }
+    var valueTypeName: String { typeName(V.self) }
+    var hasChanges: Bool { !changes.isEmpty || countDelta != 0 }
+
+    private var typeTag: ObjectIdentifier { ObjectIdentifier(TxNodeRepository<K, V>.self) }
+
+    func fetch(_ id: SOPID) async throws -> EngineNode<K> {
+        if let n = working[id] { return n }
+        if changes[id] == .removed {
+            throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
+        }
+        let engine = transaction.engine
+        guard let h = engine.storage.handle(store: info.id, logicalID: id) else {
+            // The tree changed under this transaction (a node it was led to no longer exists).
+            throw SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' no longer exists")
+        }
+        if let seen = fetchedVersions[id], seen != h.version {
+            throw SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' changed")
+        }
+        let node = try await engine.loadNode(h, coder: keyCoder, typeTag: typeTag)
+        fetchedVersions[id] = h.version
+        working[id] = node
+        return node
+    }
+
+    func add(_ node: EngineNode<K>) {
+        working[node.id] = node
+        changes[node.id] = .added
+        modifications += 1
+    }
+
+    func update(_ node: EngineNode<K>) {
+        working[node.id] = node
+        if changes[node.id] != .added { changes[node.id] = .updated }
+        modifications += 1
+    }
+
+    func remove(_ id: SOPID) {
+        working[id] = nil
+        if changes[id] == .added { changes[id] = nil } else { changes[id] = .removed }
+        modifications += 1
+    }
+
+    func newNodeID() -> SOPID { .random() }
+
+    // MARK: StoreWork
+
+    func prepareNodes() async throws -> [(id: SOPID, bytes: [UInt8])] {
+        // Separate values first: the nodes refer to them by physical ID.
+        var pending: [(node: SOPID, index: Int, bytes: [UInt8])] = []
+        for (id, c) in changes where c != .removed {
+            guard let n = working[id] else { continue }
+            for (i, it) in n.items.enumerated() {
+                if case .pending(let b) = it.value { pending.append((id, i, b)) }
+            }
+        }
+        if !pending.isEmpty {
+            let ids = try await transaction.engine.storage.writeBlobs(pending.map(\.bytes))
+            for (p, blob) in zip(pending, ids) { working[p.node]!.items[p.index].value = .blob(blob) }
+        }
+        var out: [(id: SOPID, bytes: [UInt8])] = []
+        out.reserveCapacity(changes.count)
+        for (id, c) in changes where c != .removed {
+            guard let n = working[id] else { throw SOPError(.internalError, "changed node \(id) is missing") }
+            out.append((id, try NodeFormat.encode(n)))
+        }
+        return out
+    }
+
+    func publish(physical: [SOPID: SOPID]) {
+        let cache = transaction.engine.cache
+        for (id, c) in changes where c != .removed {
+            guard let p = physical[id], let n = working[id] else { continue }
+            cache.put(NodeCache.Key(physical: p, type: typeTag), n, cost: NodeFormat.cost(n))
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import SOPCore
+
+/// Binary encoding of a ``SOPCore/CommitRecord`` (the payload of a commit record in the log):
+///
+/// ```
+/// u8 version (1) | txid[16]
+/// u32 nInfos   | per info:   u32 length, StoreInfo JSON
+/// u32 nDropped | per store:  id[16]
+/// u32 nHandles | per change: store[16], logical[16], u8 op (1 put, 0 remove), handle[62] if put
+/// ```
+/// All integers little-endian.
+enum CommitRecordCodec {
+    static let version: UInt8 = 1
+
+    static func encode(_ r: CommitRecord) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(64 + r.handles.count * 95 + r.storeInfos.count * 512)
+        out.append(version)
+        r.transactionID.append(to: &out)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        put32(UInt32(r.storeInfos.count), &out)
+        for info in r.storeInfos {
+            // StoreInfo encoding cannot fail: every field is a plain value.
+            let json = (try? enc.encode(info)).map(Array.init) ?? []
+            put32(UInt32(json.count), &out)
+            out.append(contentsOf: json)
+        }
+        put32(UInt32(r.droppedStores.count), &out)
+        for id in r.droppedStores { id.append(to: &out) }
+        put32(UInt32(r.handles.count), &out)
+        for c in r.handles {
+            c.store.append(to: &out)
+            c.logicalID.append(to: &out)
+            if let h = c.handle {
+                out.append(1)
+                h.encode(into: &out)
+            } else {
+                out.append(0)
+            }
+        }
+        return out
+    }
+
+    static func decode(_ b: [UInt8], path: String, offset: UInt64) throws -> CommitRecord {
+        var r = Reader(bytes: b, path: path, offset: offset)
+        guard try r.u8() == version else { throw r.error("unknown commit record version") }
+        var rec = CommitRecord(transactionID: try r.id())
+        let dec = JSONDecoder()
+        for _ in 0..<(try r.count()) {
+            let n = Int(try r.u32())
+            let json = try r.take(n)
+            do { rec.storeInfos.append(try dec.decode(StoreInfo.self, from: Data(json))) } catch {
+                throw r.error("store info does not decode")
+            }
+        }
+        for _ in 0..<(try r.count()) { rec.droppedStores.append(try r.id()) }
+        for _ in 0..<(try r.count()) {
+            let store = try r.id()
+            let logical = try r.id()
+            switch try r.u8() {
+            case 1:
+                let raw = try r.take(Handle.encodedSize)
+                let h = try Handle(decoding: raw, at: 0)
+                guard h.logicalID == logical else { throw r.error("handle does not match its logical ID") }
+                rec.handles.append(HandleChange(store: store, logicalID: logical, handle: h))
+            case 0:
+                rec.handles.append(HandleChange(store: store, logicalID: logical, handle: nil))
+            default:
+                throw r.error("unknown handle operation")
+            }
+        }
+        guard r.atEnd else { throw r.error("trailing bytes") }
+        return rec
+    }
+
+    private static func put32(_ v: UInt32, _ out: inout [UInt8]) {
+        withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
+    }
+
+    private struct Reader {
+        let bytes: [UInt8]
+        let path: String
+        let offset: UInt64
+        var i = 0
+
+        init(bytes: [UInt8], path: String, offset: UInt64) {
+            self.bytes = bytes
+            self.path = path
+            self.offset = offset
+        }
+
+        var atEnd: Bool { i == bytes.count }
+
+        func error(_ what: String) -> SOPError {
+            SOPError(.corrupt, "commit record at offset \(offset) of \(path): \(what)", path: path)
+        }
+
+        mutating func take(_ n: Int) throws -> [UInt8] {
+            guard n >= 0, n <= bytes.count - i else { throw error("truncated") }
+            defer { i += n }
+            return Array(bytes[i..<i + n])
+        }
+
+        mutating func u8() throws -> UInt8 {
+            guard i < bytes.count else { throw error("truncated") }
+            defer { i += 1 }
+            return bytes[i]
+        }
+
+        mutating func u32() throws -> UInt32 {
+            let b = try take(4)
+            return UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24
+        }
+
+        /// A count, bounded by what the remaining bytes could hold.
+        mutating func count() throws -> Int {
+            let n = Int(try u32())
+            guard n <= bytes.count - i else { throw error("count \(n) exceeds the record") }
+            return n
+        }
+
+        mutating func id() throws -> SOPID {
+            let b = try take(16)
+            return SOPID(bytes: b, at: 0)
+        }
+    }
+}
