@@ -30,6 +30,6 @@ let package = Package(
         .testTarget(name: "SOPBTreeTests", dependencies: ["SOPBTree"], swiftSettings: strict),
         .testTarget(name: "SOPFileSystemTests", dependencies: ["SOPFileSystem"], swiftSettings: strict),
         .testTarget(name: "SOPTests", dependencies: ["SOP", "SOPInMemory", "SOPFileSystem"], swiftSettings: strict),
-        .testTarget(name: "SOPCLITests", dependencies: ["SOP"], swiftSettings: strict),
+        .testTarget(name: "SOPCLITests", dependencies: ["SOP", "SOPCLI"], swiftSettings: strict),
     ]
 )

@@ -466,7 +466,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         if already { return }
         try await checkpoint()
         try await io.run { [self] in
-            try commitLock.withLock {
+            commitLock.withLock {
                 let (segs, regs) = state.withLock { st -> ([LogSegment], [RegistryFile]) in
                     st.closed = true
                     return (Array(st.segments.values), Array(st.registryFiles.values))

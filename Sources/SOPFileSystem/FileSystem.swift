@@ -115,6 +115,14 @@ public enum FileSystem {
         throw ioError("unlink", path: path, errno: code)
     }
 
+    /// Removes a directory and everything in it (like `rm -rf`); a missing path is not an error.
+    public static func removeTree(_ path: String) throws {
+        if isDirectory(path) {
+            for name in try list(path) { try removeTree(path + "/" + name) }
+        }
+        try remove(path)
+    }
+
     /// The names in directory `dir`, sorted, without `.` and `..`.
     public static func list(_ dir: String) throws -> [String] {
         guard let handle = opendir(dir) else { throw ioError("opendir", path: dir) }

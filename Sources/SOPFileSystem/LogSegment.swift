@@ -114,6 +114,9 @@ public final class LogSegment: Sendable {
         }
     }
 
+    /// Bytes a record with a payload of `payloadLength` bytes occupies in a segment.
+    public static func framedSize(payloadLength: Int) -> UInt64 { UInt64(framedSize(payloadLength)) }
+
     /// Appends the framed record for `payload` to `out`.
     private static func frame(kind: UInt8, payload: [UInt8], into out: inout [UInt8]) {
         let start = out.count

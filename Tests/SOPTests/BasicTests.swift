@@ -1,0 +1,192 @@
+import Foundation
+import SOP
+import Testing
+
+struct Person: Codable, Sendable, Equatable {
+    var born: Int
+    var name: String?
+}
+
+@Suite struct BasicTests {
+    @Test func quickstartWritesReadsAndSurvivesReopen() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        do {
+            let db = try await Database.open(at: dir.db)
+            try await db.write { tx in
+                let s = try await tx.store("people", key: String.self, value: Person.self)
+                #expect(try await s.add("ada", Person(born: 1815)))
+                #expect(try await s.add("alan", Person(born: 1912)))
+                #expect(try await s.add("ada", Person(born: 0)) == false)   // unique by default
+            }
+            let n = try await db.read { tx in try await tx.store("people", key: String.self, value: Person.self).count }
+            #expect(n == 2)
+            try await db.close()
+        }
+        let db = try await Database.open(at: dir.db)
+        let ada = try await db.read { tx in
+            try await tx.openStore("people", key: String.self, value: Person.self).get("ada")
+        }
+        #expect(ada == Person(born: 1815))
+        #expect(db.stores().map(\.name) == ["people"])
+        #expect(db.stores().first?.count == 2)
+        let report = try await db.check()
+        #expect(report.isClean, "\(report.problems)")
+        try await db.close()
+    }
+
+    @Test func rollbackOnThrowAndExplicitRollback() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) {
+            try await db.write { tx in
+                let s = try await tx.store("s", key: Int.self, value: String.self)
+                try await s.add(1, "one")
+                throw Boom()
+            }
+        }
+        #expect(db.stores().isEmpty)   // store creation rolled back too
+        let tx = try await db.beginTransaction()
+        let s = try await tx.store("s", key: Int.self, value: String.self)
+        try await s.add(1, "one")
+        await tx.rollback()
+        #expect(db.stores().isEmpty)
+        // A transaction that ended refuses further use.
+        await expectSOPError(.invalidState) { _ = try await s.add(2, "two") }
+        try await db.close()
+    }
+
+    @Test func separateBlobValuesAreFetchedLazily() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        let big = String(repeating: "x", count: 10_000)
+        try await db.write { tx in
+            let s = try await tx.createStore("blobs", key: Int.self, value: String.self,
+                                             options: StoreOptions(slotLength: 8, valuePlacement: .separateBlob))
+            for i in 0..<50 { try await s.add(i, big + String(i)) }
+        }
+        try await db.close()
+        let db2 = try await Database.open(at: dir.db)
+        try await db2.read { tx in
+            let s = try await tx.openStore("blobs", key: Int.self, value: String.self)
+            #expect(try await s.get(7) == big + "7")
+            var n = 0
+            for try await item in s.range(from: 10, to: 19) {
+                #expect(item.value == big + String(item.key))
+                n += 1
+            }
+            #expect(n == 10)
+        }
+        try await db2.write { tx in
+            let s = try await tx.openStore("blobs", key: Int.self, value: String.self)
+            #expect(try await s.update(7, "small"))
+        }
+        #expect(try await db2.read { tx in try await tx.openStore("blobs", key: Int.self, value: String.self).get(7) } == "small")
+        #expect(try await db2.check().isClean)
+        try await db2.close()
+    }
+
+    @Test func rangesBothWaysWithBounds() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        try await db.write { tx in
+            let s = try await tx.createStore("r", key: Int.self, value: Int.self, options: StoreOptions(slotLength: 4))
+            for i in stride(from: 0, to: 100, by: 2) { try await s.add(i, i * 10) }
+        }
+        try await db.read { tx in
+            let s = try await tx.openStore("r", key: Int.self, value: Int.self)
+            var up: [Int] = []
+            for try await it in s.range(from: 9, to: 21) { up.append(it.key) }
+            #expect(up == [10, 12, 14, 16, 18, 20])
+            var down: [Int] = []
+            for try await it in s.range(from: 9, to: 21, descending: true) { down.append(it.key) }
+            #expect(down == [20, 18, 16, 14, 12, 10])
+            var all = 0
+            for try await _ in s.range() { all += 1 }
+            #expect(all == 50)
+            #expect(try await s.find(51) == false)
+            #expect(s.currentKey == 52)
+            #expect(try await s.findLast(51) == false)
+            #expect(s.currentKey == 50)
+        }
+        try await db.close()
+    }
+
+    @Test func nonUniqueStoreKeepsDuplicatesInInsertionOrder() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        try await db.write { tx in
+            let s = try await tx.createStore("d", key: String.self, value: Int.self,
+                                             options: StoreOptions(slotLength: 4, isUnique: false))
+            for i in 0..<20 { try await s.add("k", i) }
+            try await s.add("j", -1)
+        }
+        try await db.read { tx in
+            let s = try await tx.openStore("d", key: String.self, value: Int.self)
+            #expect(s.count == 21)
+            var vals: [Int] = []
+            for try await it in s.range(from: "k", to: "k") { vals.append(it.value) }
+            #expect(vals == Array(0..<20))
+            #expect(try await s.find("k"))
+            let id = s.currentID!
+            #expect(try await s.currentValue() == 0)
+            #expect(try await s.find("k", id: id))
+        }
+        try await db.close()
+    }
+
+    @Test func dropStoreIsTransactional() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        try await db.write { tx in
+            let s = try await tx.store("a", key: Int.self, value: Int.self)
+            for i in 0..<100 { try await s.add(i, i) }
+        }
+        let tx = try await db.beginTransaction()
+        try await tx.dropStore("a")
+        #expect(tx.storeNames().isEmpty)
+        #expect(db.stores().map(\.name) == ["a"])     // not yet committed
+        try await tx.commit()
+        #expect(db.stores().isEmpty)
+        try await db.close()
+        let db2 = try await Database.open(at: dir.db)
+        #expect(db2.stores().isEmpty)
+        // Re-create under the same name: a new, empty store.
+        try await db2.write { tx in
+            let s = try await tx.store("a", key: Int.self, value: Int.self)
+            #expect(s.count == 0)
+            try await s.add(1, 1)
+        }
+        #expect(try await db2.check().isClean)
+        try await db2.close()
+    }
+
+    @Test func checkpointAndLogReplayKeepEverything() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        var o = DatabaseOptions()
+        o.checkpointBytes = 64 << 10   // checkpoint often
+        let db = try await Database.open(at: dir.db, options: o)
+        for batch in 0..<20 {
+            try await db.write { tx in
+                let s = try await tx.store("c", key: Int.self, value: String.self, options: StoreOptions(slotLength: 8))
+                for i in 0..<100 { try await s.upsert(batch * 100 + i, "v\(batch)-\(i)") }
+            }
+        }
+        try await db.close()
+        let db2 = try await Database.open(at: dir.db, options: o)
+        try await db2.read { tx in
+            let s = try await tx.openStore("c", key: Int.self, value: String.self)
+            #expect(s.count == 2000)
+            #expect(try await s.get(1234) == "v12-34")
+        }
+        #expect(try await db2.check().isClean)
+        try await db2.close()
+    }
+}
