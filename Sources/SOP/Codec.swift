@@ -81,19 +81,19 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
 /// Converts between engine nodes and their stored JSON form.
 package enum NodeFormat {
     package static func encode<K>(_ n: EngineNode<K>, resolving pending: [Int: SOPID] = [:]) throws -> [UInt8] {
-        var raw = RawNode(id: n.id, items: [], separators: [], children: n.children)
+        var raw = NodeCodec.RawNode(id: n.id, items: [], separators: [], children: n.children)
         raw.items.reserveCapacity(n.items.count)
         for it in n.items {
-            let v: RawValue
+            let v: NodeCodec.RawValue
             switch it.value {
             case .inline(let b): v = .inline(b)
             case .blob(let id): v = .blob(id)
             case .pending:
                 throw SOPError(.internalError, "a separate value was not written before its node")
             }
-            raw.items.append(RawItem(key: it.key.bytes, id: it.id, value: v))
+            raw.items.append(NodeCodec.RawItem(key: it.key.bytes, id: it.id, value: v))
         }
-        raw.separators = n.separators.map { RawSeparator(key: $0.key.bytes, id: $0.id) }
+        raw.separators = n.separators.map { NodeCodec.RawSeparator(key: $0.key.bytes, id: $0.id) }
         return NodeCodec.encode(raw)
     }
 
