@@ -1,0 +1,896 @@
+import SOPCore
+
+/// A B+tree over a ``NodeRepository``, with a cursor.
+///
+/// Leaves hold ``BTreeItem``s; internal nodes hold ``Separator``s and child logical IDs.
+/// Items are totally ordered by key (through the comparator), then by item ID, so duplicates
+/// of one key (non-unique stores) come back in ID order.
+///
+/// The root's logical ID never changes: a root split moves the root's content into two new
+/// nodes, and a root left with one child takes over that child's content.
+///
+/// Not `Sendable`: one task uses a tree at a time. The tree does no I/O itself; every node is
+/// read with ``NodeRepository/fetch(_:)`` and every change is reported to the repository
+/// (`add`, `update`, `remove`).
+///
+/// The cursor remembers the current item; after a mutation the tree re-locates it lazily (the
+/// next time the cursor moves), so cursor moves stay correct across any mutation.
+public final class BTree<Repo: NodeRepository> {
+    /// The key type.
+    public typealias Key = Repo.Key
+    /// The value type.
+    public typealias Value = Repo.Value
+    /// A node of this tree.
+    typealias Node = BTreeNode<Key, Value>
+    /// An item of this tree.
+    typealias Item = BTreeItem<Key, Value>
+
+    /// One level of a root-to-leaf path: the node as fetched (or as last written by this tree)
+    /// and the child index (internal nodes) or item index (the leaf).
+    struct Frame {
+        var node: Node
+        var index: Int
+    }
+
+    /// What a descent looks for: the first item that is not "before" the bound.
+    enum Bound {
+        /// Before: key < k.
+        case lower(Key)
+        /// Before: key <= k.
+        case upper(Key)
+        /// Before: (key, id) < (k, i).
+        case exact(Key, SOPID)
+        /// Nothing is before.
+        case minimum
+        /// Everything is before.
+        case maximum
+    }
+
+    /// The root's logical ID (never changes).
+    public let rootID: SOPID
+    /// Most items per leaf, most separators per internal node.
+    public let slotLength: Int
+    /// Whether a key may appear at most once.
+    public let isUnique: Bool
+    /// Where nodes come from and where changes go.
+    public let repository: Repo
+
+    private let compare: (Key, Key) -> Int
+    /// Fewest items (leaves) or separators (internal nodes) a non-root node may hold.
+    private let minSize: Int
+
+    /// The current item (nil: cursor invalid).
+    private var current: Item?
+    /// Root-to-leaf path to `current`; valid only while `pathVersion == version`.
+    private var path: [Frame] = []
+    /// Bumped by every mutation.
+    private var version: UInt64 = 1
+    /// The `version` the path was built at (0: never).
+    private var pathVersion: UInt64 = 0
+
+    /// Guards against cycles in corrupt trees (a real tree of slot length >= 4 is far shallower).
+    private static var maxDepth: Int { 64 }
+
+    /// Makes a tree over an existing root node.
+    ///
+    /// - Parameters:
+    ///   - rootID: the root node's logical ID (for a new store, the node made by ``emptyRoot(id:)``).
+    ///   - slotLength: most items per leaf and separators per internal node; the engine
+    ///     validates it (4...10,000).
+    ///   - isUnique: whether ``add(_:_:id:)`` refuses a key that already exists.
+    ///   - compare: the key order: negative, zero or positive.
+    ///   - repository: the nodes.
+    public init(rootID: SOPID, slotLength: Int, isUnique: Bool,
+                compare: @escaping (Key, Key) -> Int, repository: Repo) {
+        self.rootID = rootID
+        self.slotLength = slotLength
+        self.isUnique = isUnique
+        self.compare = compare
+        self.repository = repository
+        self.minSize = Swift.max(1, slotLength / 2)
+    }
+
+    /// The node a new, empty store starts with: an empty leaf with this ID.
+    public static func emptyRoot(id: SOPID) -> BTreeNode<Key, Value> {
+        BTreeNode(id: id)
+    }
+
+    // MARK: - Cursor (public)
+
+    /// The item under the cursor; `nil` when the cursor is invalid.
+    public var currentItem: BTreeItem<Key, Value>? { current }
+    /// The key under the cursor; `nil` when the cursor is invalid.
+    public var currentKey: Key? { current?.key }
+    /// The value under the cursor; `nil` when the cursor is invalid.
+    public var currentValue: Value? { current?.value }
+
+    /// Positions the cursor on the first item with `key` and returns `true`; otherwise on the
+    /// first item greater than `key` (invalid if none) and returns `false`.
+    public func find(_ key: Key) async throws -> Bool {
+        guard let item = try await seekForward(.lower(key)) else { return false }
+        return compare(item.key, key) == 0
+    }
+
+    /// Positions the cursor on the item (`key`, `id`) and returns `true`; otherwise on its
+    /// successor (invalid if none) and returns `false`.
+    public func find(_ key: Key, id: SOPID) async throws -> Bool {
+        guard let item = try await seekForward(.exact(key, id)) else { return false }
+        return item.id == id && compare(item.key, key) == 0
+    }
+
+    /// Positions the cursor on the last item with `key` and returns `true`; otherwise on the
+    /// last item smaller than `key` (invalid if none) and returns `false`.
+    public func findLast(_ key: Key) async throws -> Bool {
+        guard let item = try await seekBackward(.upper(key)) else { return false }
+        return compare(item.key, key) == 0
+    }
+
+    /// Positions the cursor on the smallest item; `false` (cursor invalid) when the tree is empty.
+    public func first() async throws -> Bool {
+        try await seekForward(.minimum) != nil
+    }
+
+    /// Positions the cursor on the largest item; `false` (cursor invalid) when the tree is empty.
+    public func last() async throws -> Bool {
+        try await seekBackward(.maximum) != nil
+    }
+
+    /// Moves the cursor to the next item; `false` (cursor invalid) past the end or when the
+    /// cursor was invalid.
+    public func next() async throws -> Bool {
+        guard try await ensurePath() else { return false }
+        let leafLevel = path.count - 1
+        path[leafLevel].index += 1
+        let i = path[leafLevel].index
+        if i < path[leafLevel].node.items.count {
+            current = path[leafLevel].node.items[i]
+            return true
+        }
+        if try await Self.moveToNextLeaf(&path, self) {
+            current = path[path.count - 1].node.items[0]
+            return true
+        }
+        invalidateCursor()
+        return false
+    }
+
+    /// Moves the cursor to the previous item; `false` (cursor invalid) before the start or
+    /// when the cursor was invalid.
+    public func previous() async throws -> Bool {
+        guard try await ensurePath() else { return false }
+        let leafLevel = path.count - 1
+        path[leafLevel].index -= 1
+        let i = path[leafLevel].index
+        if i >= 0 {
+            current = path[leafLevel].node.items[i]
+            return true
+        }
+        if try await Self.moveToPreviousLeaf(&path, self) {
+            let leaf = path[path.count - 1]
+            current = leaf.node.items[leaf.index]
+            return true
+        }
+        invalidateCursor()
+        return false
+    }
+
+    // MARK: - Mutations (public)
+
+    /// Adds an item. Returns `false` (and changes nothing) when the store is unique and `key`
+    /// exists (the cursor is then on the first item with `key`), or when an item with this
+    /// exact (`key`, `id`) exists. On `true` the cursor is on the new item.
+    public func add(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
+        if isUnique { return try await addIfNotExists(key, value, id: id) }
+        var p = try await descend(.exact(key, id))
+        let leaf = p[p.count - 1]
+        if leaf.index < leaf.node.items.count {
+            let there = leaf.node.items[leaf.index]
+            if there.id == id && compare(there.key, key) == 0 {
+                setCursor(there, path: p)
+                return false
+            }
+        }
+        try await insert(Item(key: key, id: id, value: value), into: &p)
+        return true
+    }
+
+    /// Adds an item only if no item with `key` exists (in unique and non-unique stores).
+    /// On `false` the cursor is on the first item with `key`; on `true` on the new item.
+    public func addIfNotExists(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
+        var p = try await descend(.lower(key))
+        if try await firstWithKey(key, &p) { return false }
+        if !pathRoutes(p, key, id) { p = try await descend(.exact(key, id)) }
+        try await insert(Item(key: key, id: id, value: value), into: &p)
+        return true
+    }
+
+    /// Adds an item if no item with `key` exists (returns `true`), else replaces the value of
+    /// the first item with `key` (returns `false`). The cursor is on the affected item.
+    public func upsert(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
+        var p = try await descend(.lower(key))
+        if try await firstWithKey(key, &p) {
+            try writeValue(value, at: &p)
+            return false
+        }
+        if !pathRoutes(p, key, id) { p = try await descend(.exact(key, id)) }
+        try await insert(Item(key: key, id: id, value: value), into: &p)
+        return true
+    }
+
+    /// Replaces the value of the first item with `key`; `false` (cursor invalid) when there is
+    /// none. On `true` the cursor is on the item.
+    public func update(_ key: Key, _ value: Value) async throws -> Bool {
+        var p = try await descend(.lower(key))
+        guard try await firstWithKey(key, &p) else {
+            invalidateCursor()
+            return false
+        }
+        try writeValue(value, at: &p)
+        return true
+    }
+
+    /// Replaces the value of the item under the cursor; `false` when the cursor is invalid.
+    public func updateCurrentValue(_ value: Value) async throws -> Bool {
+        guard try await ensurePath() else { return false }
+        var p = path
+        try writeValue(value, at: &p)
+        return true
+    }
+
+    /// Replaces the key of the item under the cursor with one that compares equal to it (a key
+    /// whose non-ordering fields changed). Throws ``SOPError/Code/invalidArgument`` when
+    /// `compare(old, new) != 0` (the item would move). `false` when the cursor is invalid.
+    public func updateCurrentKey(_ key: Key) async throws -> Bool {
+        guard let item = current else { return false }
+        guard compare(item.key, key) == 0 else {
+            throw SOPError(.invalidArgument, "updateCurrentKey cannot change the key's position in the order")
+        }
+        guard try await ensurePath() else { return false }
+        var p = path
+        let leafLevel = p.count - 1
+        let i = p[leafLevel].index
+        p[leafLevel].node.items[i].key = key
+        repository.update(p[leafLevel].node)
+        version &+= 1
+        setCursor(p[leafLevel].node.items[i], path: p)
+        return true
+    }
+
+    /// Removes the first item with `key`; `false` (cursor invalid) when there is none. On
+    /// `true` the cursor is on the removed item's successor (invalid if none).
+    public func remove(_ key: Key) async throws -> Bool {
+        var p = try await descend(.lower(key))
+        guard try await firstWithKey(key, &p) else {
+            invalidateCursor()
+            return false
+        }
+        try await removeItem(at: p)
+        return true
+    }
+
+    /// Removes the item (`key`, `id`); `false` (cursor invalid) when there is none. On `true`
+    /// the cursor is on the removed item's successor (invalid if none).
+    public func remove(_ key: Key, id: SOPID) async throws -> Bool {
+        guard try await find(key, id: id) else {
+            invalidateCursor()
+            return false
+        }
+        try await removeItem(at: path)
+        return true
+    }
+
+    /// Removes the item under the cursor; `false` when the cursor is invalid. On `true` the
+    /// cursor is on the removed item's successor (invalid if none).
+    public func removeCurrent() async throws -> Bool {
+        guard try await ensurePath() else { return false }
+        try await removeItem(at: path)
+        return true
+    }
+
+    // MARK: - Diagnostics (public)
+
+    /// Walks the whole tree and throws ``SOPError/Code/corrupt`` ("<what> in node <id hex>")
+    /// on the first violation: item order within and across nodes (strict (key, id) order; no
+    /// two equal keys in unique stores), separator bounds, `children.count ==
+    /// separators.count + 1`, leaves all at one depth, node sizes, every node reached exactly
+    /// once, and (when `expectedCount` is given) the number of items. Returns the item count.
+    ///
+    /// A child the repository cannot fetch is reported as ``SOPError/Code/corrupt`` when the
+    /// repository's error is not an ``SOPError`` or is ``SOPError/Code/notFound``; other
+    /// ``SOPError``s (a conflict, I/O) are rethrown unchanged.
+    @discardableResult
+    public func checkInvariants(expectedCount: Int64? = nil) async throws -> Int64 {
+        var state = CheckState()
+        let root = try await fetchForCheck(rootID, parent: nil)
+        try await check(root, depth: 0, lower: nil, upper: nil, state: &state)
+        if let expectedCount, state.count != expectedCount {
+            throw SOPError(.corrupt, "item count \(state.count) differs from expected \(expectedCount) in node \(rootID.hex)")
+        }
+        return state.count
+    }
+
+    /// The logical IDs of every node of the tree, root first (breadth first). Leaves are not
+    /// fetched, except the leftmost one (to learn the tree's height).
+    public func allNodeIDs() async throws -> [SOPID] {
+        // Height from the leftmost path.
+        var height = 0
+        var node = try await fetchChecked(rootID)
+        while !node.isLeaf {
+            height += 1
+            if height > Self.maxDepth { throw corrupt("tree deeper than \(Self.maxDepth) levels", node.id) }
+            node = try await fetchChecked(node.children[0])
+        }
+        var result: [SOPID] = [rootID]
+        var seen: Set<SOPID> = [rootID]
+        var level: [SOPID] = [rootID]
+        var depth = 0
+        while depth < height {
+            var nextLevel: [SOPID] = []
+            for id in level {
+                let n = try await fetchChecked(id)
+                if n.isLeaf { throw corrupt("leaf above the leaf level", n.id) }
+                for c in n.children {
+                    guard seen.insert(c).inserted else { throw corrupt("child \(c.hex) reached twice", n.id) }
+                    nextLevel.append(c)
+                    result.append(c)
+                }
+            }
+            level = nextLevel
+            depth += 1
+        }
+        return result
+    }
+
+    // MARK: - Searching
+
+    private func isBefore(_ key: Key, _ id: SOPID, _ bound: Bound) -> Bool {
+        switch bound {
+        case .lower(let k): return compare(key, k) < 0
+        case .upper(let k): return compare(key, k) <= 0
+        case .exact(let k, let i):
+            let c = compare(key, k)
+            return c < 0 || (c == 0 && id < i)
+        case .minimum: return false
+        case .maximum: return true
+        }
+    }
+
+    /// Index of the first item not before `bound` (binary search).
+    private func partition(_ items: [Item], _ bound: Bound) -> Int {
+        var lo = 0, hi = items.count
+        while lo < hi {
+            let mid = (lo &+ hi) >> 1
+            if isBefore(items[mid].key, items[mid].id, bound) { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The child to descend into: the number of separators `s` with `s <= bound` (an item equal
+    /// to a separator lives right of it). That child holds the first item not before `bound`,
+    /// unless all its items are before it (then the next leaf's first item is the one).
+    private func partition(_ seps: [Separator<Key>], _ bound: Bound) -> Int {
+        var lo = 0, hi = seps.count
+        while lo < hi {
+            let mid = (lo &+ hi) >> 1
+            let s = seps[mid]
+            let routesRight: Bool
+            if case .exact(let k, let i) = bound {
+                let c = compare(s.key, k)
+                routesRight = c < 0 || (c == 0 && s.id <= i)
+            } else {
+                routesRight = isBefore(s.key, s.id, bound)
+            }
+            if routesRight { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    private func corrupt(_ what: String, _ id: SOPID) -> SOPError {
+        SOPError(.corrupt, "\(what) in node \(id.hex)")
+    }
+
+    /// Fetches a node and checks what every use relies on: its ID, its shape.
+    private func fetchChecked(_ id: SOPID) async throws -> Node {
+        let node = try await repository.fetch(id)
+        guard node.id == id else { throw corrupt("node carries ID \(node.id.hex)", id) }
+        if node.isLeaf {
+            guard node.separators.isEmpty else { throw corrupt("leaf with separators", id) }
+        } else {
+            guard node.items.isEmpty else { throw corrupt("internal node with items", id) }
+            guard node.children.count == node.separators.count + 1 else {
+                throw corrupt("\(node.children.count) children for \(node.separators.count) separators", id)
+            }
+        }
+        return node
+    }
+
+    /// The root-to-leaf path toward the first item not before `bound`. The leaf's index is the
+    /// partition point in that leaf (it may equal the leaf's item count).
+    private func descend(_ bound: Bound) async throws -> [Frame] {
+        var frames: [Frame] = []
+        var node = try await fetchChecked(rootID)
+        while !node.isLeaf {
+            if frames.count >= Self.maxDepth { throw corrupt("tree deeper than \(Self.maxDepth) levels", node.id) }
+            let i = partition(node.separators, bound)
+            let child = node.children[i]
+            frames.append(Frame(node: node, index: i))
+            node = try await fetchChecked(child)
+        }
+        if !frames.isEmpty && node.items.isEmpty { throw corrupt("empty non-root leaf", node.id) }
+        frames.append(Frame(node: node, index: partition(node.items, bound)))
+        return frames
+    }
+
+    /// Moves `p` (ending in a leaf) to index 0 of the next leaf; `false` (p unchanged) if none.
+    private static func moveToNextLeaf(_ p: inout [Frame], _ tree: BTree) async throws -> Bool {
+        var level = p.count - 2
+        while level >= 0 && p[level].index >= p[level].node.children.count - 1 { level -= 1 }
+        if level < 0 { return false }
+        var q = Array(p[0...level])
+        q[level].index += 1
+        var id = q[level].node.children[q[level].index]
+        while true {
+            let node = try await tree.fetchChecked(id)
+            if node.isLeaf {
+                guard !node.items.isEmpty else { throw tree.corrupt("empty non-root leaf", id) }
+                q.append(Frame(node: node, index: 0))
+                break
+            }
+            if q.count >= maxDepth { throw tree.corrupt("tree deeper than \(maxDepth) levels", id) }
+            q.append(Frame(node: node, index: 0))
+            id = node.children[0]
+        }
+        p = q
+        return true
+    }
+
+    /// Moves `p` (ending in a leaf) to the last item of the previous leaf; `false` (p unchanged) if none.
+    private static func moveToPreviousLeaf(_ p: inout [Frame], _ tree: BTree) async throws -> Bool {
+        var level = p.count - 2
+        while level >= 0 && p[level].index <= 0 { level -= 1 }
+        if level < 0 { return false }
+        var q = Array(p[0...level])
+        q[level].index -= 1
+        var id = q[level].node.children[q[level].index]
+        while true {
+            let node = try await tree.fetchChecked(id)
+            if node.isLeaf {
+                guard !node.items.isEmpty else { throw tree.corrupt("empty non-root leaf", id) }
+                q.append(Frame(node: node, index: node.items.count - 1))
+                break
+            }
+            if q.count >= maxDepth { throw tree.corrupt("tree deeper than \(maxDepth) levels", id) }
+            let last = node.children.count - 1
+            q.append(Frame(node: node, index: last))
+            id = node.children[last]
+        }
+        p = q
+        return true
+    }
+
+    /// Positions the cursor on the first item not before `bound`; returns it (nil: invalid).
+    private func seekForward(_ bound: Bound) async throws -> Item? {
+        var p = try await descend(bound)
+        let leaf = p[p.count - 1]
+        if leaf.index < leaf.node.items.count {
+            setCursor(leaf.node.items[leaf.index], path: p)
+        } else if try await Self.moveToNextLeaf(&p, self) {
+            setCursor(p[p.count - 1].node.items[0], path: p)
+        } else {
+            invalidateCursor()
+        }
+        return current
+    }
+
+    /// Positions the cursor on the last item before `bound`; returns it (nil: invalid).
+    private func seekBackward(_ bound: Bound) async throws -> Item? {
+        var p = try await descend(bound)
+        let leafLevel = p.count - 1
+        if p[leafLevel].index > 0 {
+            p[leafLevel].index -= 1
+            setCursor(p[leafLevel].node.items[p[leafLevel].index], path: p)
+        } else if try await Self.moveToPreviousLeaf(&p, self) {
+            let leaf = p[p.count - 1]
+            setCursor(leaf.node.items[leaf.index], path: p)
+        } else {
+            invalidateCursor()
+        }
+        return current
+    }
+
+    private func setCursor(_ item: Item, path p: [Frame]) {
+        current = item
+        path = p
+        pathVersion = version
+    }
+
+    private func invalidateCursor() {
+        current = nil
+        path = []
+        pathVersion = 0
+    }
+
+    /// Makes `path` point at `current` again after a mutation; `false` when the cursor is invalid.
+    private func ensurePath() async throws -> Bool {
+        guard let item = current else { return false }
+        if pathVersion == version { return true }
+        var p = try await descend(.exact(item.key, item.id))
+        let leaf = p[p.count - 1]
+        if leaf.index < leaf.node.items.count {
+            let there = leaf.node.items[leaf.index]
+            guard there.id == item.id else {
+                throw SOPError(.internalError, "the cursor's item \(item.id.hex) is no longer in the tree")
+            }
+            setCursor(there, path: p)
+            return true
+        }
+        guard try await Self.moveToNextLeaf(&p, self), p[p.count - 1].node.items[0].id == item.id else {
+            throw SOPError(.internalError, "the cursor's item \(item.id.hex) is no longer in the tree")
+        }
+        setCursor(p[p.count - 1].node.items[0], path: p)
+        return true
+    }
+
+    /// The separator bounding the leaf of `p` from above (nil: the leaf is the last one).
+    private func upperFence(_ p: [Frame]) -> Separator<Key>? {
+        var level = p.count - 2
+        while level >= 0 {
+            let f = p[level]
+            if f.index < f.node.separators.count { return f.node.separators[f.index] }
+            level -= 1
+        }
+        return nil
+    }
+
+    /// `p` comes from `descend(.lower(key))`. When an item with `key` exists, moves `p` onto
+    /// the first one, sets the cursor there and returns `true`. Otherwise returns `false` and
+    /// leaves `p` and the cursor alone. Fetches the next leaf only when the first item with
+    /// `key` could be there (the leaf's upper fence has `key`).
+    private func firstWithKey(_ key: Key, _ p: inout [Frame]) async throws -> Bool {
+        let leaf = p[p.count - 1]
+        if leaf.index < leaf.node.items.count {
+            let item = leaf.node.items[leaf.index]
+            guard compare(item.key, key) == 0 else { return false }
+            setCursor(item, path: p)
+            return true
+        }
+        // Every item of the next leaf is >= the fence: with a fence key other than `key`, no
+        // item with `key` follows.
+        guard let fence = upperFence(p), compare(fence.key, key) == 0 else { return false }
+        var q = p
+        guard try await Self.moveToNextLeaf(&q, self) else { return false }
+        let item = q[q.count - 1].node.items[0]
+        guard compare(item.key, key) == 0 else { return false }
+        p = q
+        setCursor(item, path: p)
+        return true
+    }
+
+    /// Whether a path built for `.lower(key)` also leads where `.exact(key, id)` would go (used
+    /// once no item with `key` exists, so the leaf position is the same for both).
+    private func pathRoutes(_ p: [Frame], _ key: Key, _ id: SOPID) -> Bool {
+        for f in p.dropLast() {
+            let i = f.index
+            if i > 0 {
+                let s = f.node.separators[i - 1]
+                if order(s.key, s.id, key, id) > 0 { return false }
+            }
+            if i < f.node.separators.count {
+                let s = f.node.separators[i]
+                if order(s.key, s.id, key, id) <= 0 { return false }
+            }
+        }
+        return true
+    }
+
+    // MARK: - Mutating
+
+    /// Replaces the value of the leaf item `p` points at and leaves the cursor there.
+    private func writeValue(_ value: Value, at p: inout [Frame]) throws {
+        let leafLevel = p.count - 1
+        let i = p[leafLevel].index
+        guard i < p[leafLevel].node.items.count else {
+            throw SOPError(.internalError, "B-tree value update outside a leaf")
+        }
+        p[leafLevel].node.items[i].value = value
+        repository.update(p[leafLevel].node)
+        version &+= 1
+        setCursor(p[leafLevel].node.items[i], path: p)
+    }
+
+    /// Inserts `item` at the leaf position of `p` (from a descent for `.exact(key, id)`), splits
+    /// overfull nodes up to the root, and puts the cursor on the item.
+    private func insert(_ item: Item, into p: inout [Frame]) async throws {
+        version &+= 1
+        var level = p.count - 1
+        let pos = p[level].index
+        p[level].node.items.insert(item, at: pos)
+        if p[level].node.items.count <= slotLength {
+            repository.update(p[level].node)
+            setCursor(item, path: p)
+            return
+        }
+        // Split upward. `node` is the overfull node at `level`.
+        var node = p[level].node
+        while true {
+            let isLeaf = node.isLeaf
+            var left = node, right: Node
+            let up: Separator<Key>
+            if isLeaf {
+                let mid = node.items.count / 2
+                left.items = Array(node.items[..<mid])
+                let rightItems = Array(node.items[mid...])
+                up = Separator(key: rightItems[0].key, id: rightItems[0].id)
+                right = Node(id: rootID, items: rightItems)
+            } else {
+                let mid = node.separators.count / 2
+                up = node.separators[mid]
+                left.separators = Array(node.separators[..<mid])
+                left.children = Array(node.children[...mid])
+                right = Node(id: rootID, separators: Array(node.separators[(mid + 1)...]),
+                             children: Array(node.children[(mid + 1)...]))
+            }
+            if level == 0 {
+                // The root keeps its ID: both halves move to new nodes.
+                let l = Node(id: repository.newNodeID(), items: left.items, separators: left.separators,
+                             children: left.children)
+                let r = Node(id: repository.newNodeID(), items: right.items, separators: right.separators,
+                             children: right.children)
+                repository.add(l)
+                repository.add(r)
+                repository.update(Node(id: rootID, separators: [up], children: [l.id, r.id]))
+                break
+            }
+            let r = Node(id: repository.newNodeID(), items: right.items, separators: right.separators,
+                         children: right.children)
+            repository.update(left)
+            repository.add(r)
+            level -= 1
+            var parent = p[level].node
+            let ci = p[level].index
+            parent.separators.insert(up, at: ci)
+            parent.children.insert(r.id, at: ci + 1)
+            if parent.separators.count <= slotLength {
+                repository.update(parent)
+                break
+            }
+            node = parent
+        }
+        // The path changed shape; the cursor re-locates lazily.
+        current = item
+        pathVersion = 0
+    }
+
+    /// Removes the item `p` points at, rebalances, and puts the cursor on its successor.
+    private func removeItem(at p: [Frame]) async throws {
+        var p = p
+        let leafLevel = p.count - 1
+        let pos = p[leafLevel].index
+        guard pos < p[leafLevel].node.items.count else {
+            throw SOPError(.internalError, "B-tree removal outside a leaf")
+        }
+        let removed = p[leafLevel].node.items.remove(at: pos)
+        version &+= 1
+        let leaf = p[leafLevel].node
+        if leafLevel == 0 || leaf.items.count >= minSize {
+            repository.update(leaf)
+            if pos < leaf.items.count {
+                setCursor(leaf.items[pos], path: p)
+            } else {
+                p[leafLevel].index = leaf.items.count
+                if try await Self.moveToNextLeaf(&p, self) {
+                    setCursor(p[p.count - 1].node.items[0], path: p)
+                } else {
+                    invalidateCursor()
+                }
+            }
+            return
+        }
+        let successor: Item? = pos < leaf.items.count ? leaf.items[pos] : nil
+        try await rebalance(p)
+        if let successor {
+            current = successor
+            pathVersion = 0
+        } else {
+            _ = try await seekForward(.exact(removed.key, removed.id))
+        }
+    }
+
+    private func size(_ n: Node) -> Int { n.isLeaf ? n.items.count : n.separators.count }
+
+    /// Rebalances after a removal: `p`'s leaf (already edited, not yet written) is below the
+    /// minimum. Borrows from or merges with a sibling, level by level, and collapses the root.
+    private func rebalance(_ p: [Frame]) async throws {
+        var level = p.count - 1
+        var node = p[level].node
+        while true {
+            if level == 0 {
+                if !node.isLeaf && node.children.count == 1 {
+                    // Only child: its content moves into the root (which keeps its ID).
+                    let child = try await fetchChecked(node.children[0])
+                    repository.update(Node(id: rootID, items: child.items, separators: child.separators,
+                                           children: child.children))
+                    repository.remove(child.id)
+                } else {
+                    repository.update(node)
+                }
+                return
+            }
+            if size(node) >= minSize {
+                repository.update(node)
+                return
+            }
+            var parent = p[level - 1].node
+            let ci = p[level - 1].index
+            if ci > 0 {
+                var left = try await fetchChecked(parent.children[ci - 1])
+                guard left.isLeaf == node.isLeaf else { throw corrupt("sibling of another level", left.id) }
+                if size(left) > minSize {
+                    if node.isLeaf {
+                        node.items.insert(left.items.removeLast(), at: 0)
+                        parent.separators[ci - 1] = Separator(key: node.items[0].key, id: node.items[0].id)
+                    } else {
+                        node.separators.insert(parent.separators[ci - 1], at: 0)
+                        node.children.insert(left.children.removeLast(), at: 0)
+                        parent.separators[ci - 1] = left.separators.removeLast()
+                    }
+                    repository.update(left)
+                    repository.update(node)
+                    repository.update(parent)
+                    return
+                }
+                if node.isLeaf {
+                    left.items.append(contentsOf: node.items)
+                } else {
+                    left.separators.append(parent.separators[ci - 1])
+                    left.separators.append(contentsOf: node.separators)
+                    left.children.append(contentsOf: node.children)
+                }
+                parent.separators.remove(at: ci - 1)
+                parent.children.remove(at: ci)
+                repository.remove(node.id)
+                if level - 1 == 0 && parent.children.count == 1 {
+                    // Root collapse: the merged node's content becomes the root's.
+                    repository.update(Node(id: rootID, items: left.items, separators: left.separators,
+                                           children: left.children))
+                    repository.remove(left.id)
+                    return
+                }
+                repository.update(left)
+            } else {
+                guard parent.children.count > 1 else { throw corrupt("internal node with one child", parent.id) }
+                let right = try await fetchChecked(parent.children[1])
+                guard right.isLeaf == node.isLeaf else { throw corrupt("sibling of another level", right.id) }
+                if size(right) > minSize {
+                    var right = right
+                    if node.isLeaf {
+                        node.items.append(right.items.removeFirst())
+                        parent.separators[0] = Separator(key: right.items[0].key, id: right.items[0].id)
+                    } else {
+                        node.separators.append(parent.separators[0])
+                        node.children.append(right.children.removeFirst())
+                        parent.separators[0] = right.separators.removeFirst()
+                    }
+                    repository.update(right)
+                    repository.update(node)
+                    repository.update(parent)
+                    return
+                }
+                if node.isLeaf {
+                    node.items.append(contentsOf: right.items)
+                } else {
+                    node.separators.append(parent.separators[0])
+                    node.separators.append(contentsOf: right.separators)
+                    node.children.append(contentsOf: right.children)
+                }
+                parent.separators.remove(at: 0)
+                parent.children.remove(at: 1)
+                repository.remove(right.id)
+                if level - 1 == 0 && parent.children.count == 1 {
+                    repository.update(Node(id: rootID, items: node.items, separators: node.separators,
+                                           children: node.children))
+                    repository.remove(node.id)
+                    return
+                }
+                repository.update(node)
+            }
+            node = parent
+            level -= 1
+        }
+    }
+
+    // MARK: - Checking
+
+    private struct CheckState {
+        var count: Int64 = 0
+        var leafDepth: Int?
+        var seen: Set<SOPID> = []
+        var lastItem: (key: Key, id: SOPID, leaf: SOPID)?
+    }
+
+    private func fetchForCheck(_ id: SOPID, parent: SOPID?) async throws -> Node {
+        do {
+            return try await fetchChecked(id)
+        } catch let e as SOPError where e.code != .notFound {
+            throw e
+        } catch {
+            throw corrupt("missing child \(id.hex)", parent ?? id)
+        }
+    }
+
+    /// (a.key, a.id) compared with (b.key, b.id).
+    private func order(_ ak: Key, _ ai: SOPID, _ bk: Key, _ bi: SOPID) -> Int {
+        let c = compare(ak, bk)
+        if c != 0 { return c }
+        return ai == bi ? 0 : (ai < bi ? -1 : 1)
+    }
+
+    private func check(_ node: Node, depth: Int, lower: Separator<Key>?, upper: Separator<Key>?,
+                       state: inout CheckState) async throws {
+        let id = node.id
+        guard state.seen.insert(id).inserted else { throw corrupt("node reached more than once", id) }
+        if depth > Self.maxDepth { throw corrupt("tree deeper than \(Self.maxDepth) levels", id) }
+        let isRoot = depth == 0
+        if node.isLeaf {
+            if let d = state.leafDepth {
+                guard d == depth else { throw corrupt("leaf at depth \(depth), others at \(d)", id) }
+            } else {
+                state.leafDepth = depth
+            }
+            guard node.items.count <= slotLength else {
+                throw corrupt("\(node.items.count) items exceed slot length \(slotLength)", id)
+            }
+            if !isRoot && node.items.count < minSize {
+                throw corrupt("\(node.items.count) items below the minimum \(minSize)", id)
+            }
+            for (i, item) in node.items.enumerated() {
+                if let last = state.lastItem {
+                    let c = order(last.key, last.id, item.key, item.id)
+                    guard c < 0 else {
+                        throw corrupt(i == 0 ? "item out of order with node \(last.leaf.hex)" : "items out of order at \(i)", id)
+                    }
+                    if isUnique && compare(last.key, item.key) == 0 {
+                        throw corrupt(i == 0 ? "duplicate key in unique store, also in node \(last.leaf.hex)"
+                                             : "duplicate key in unique store at \(i)", id)
+                    }
+                }
+                if let lower, order(item.key, item.id, lower.key, lower.id) < 0 {
+                    throw corrupt("item \(i) below its separator bound", id)
+                }
+                if let upper, order(item.key, item.id, upper.key, upper.id) >= 0 {
+                    throw corrupt("item \(i) not below its separator bound", id)
+                }
+                state.lastItem = (item.key, item.id, id)
+            }
+            state.count += Int64(node.items.count)
+            return
+        }
+        let seps = node.separators
+        guard seps.count <= slotLength else {
+            throw corrupt("\(seps.count) separators exceed slot length \(slotLength)", id)
+        }
+        if isRoot {
+            guard node.children.count >= 2 else { throw corrupt("internal root with \(node.children.count) child", id) }
+        } else if seps.count < minSize {
+            throw corrupt("\(seps.count) separators below the minimum \(minSize)", id)
+        }
+        for i in seps.indices {
+            if i > 0 && order(seps[i - 1].key, seps[i - 1].id, seps[i].key, seps[i].id) >= 0 {
+                throw corrupt("separators out of order at \(i)", id)
+            }
+            if let lower, order(seps[i].key, seps[i].id, lower.key, lower.id) < 0 {
+                throw corrupt("separator \(i) below its parent's bound", id)
+            }
+            if let upper, order(seps[i].key, seps[i].id, upper.key, upper.id) >= 0 {
+                throw corrupt("separator \(i) not below its parent's bound", id)
+            }
+        }
+        for (i, childID) in node.children.enumerated() {
+            let child = try await fetchForCheck(childID, parent: id)
+            try await check(child, depth: depth + 1,
+                            lower: i == 0 ? lower : seps[i - 1],
+                            upper: i < seps.count ? seps[i] : upper,
+                            state: &state)
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import SOPBTree
+import SOPCore
+
+/// A dictionary-backed node repository that records misuse (adding an existing node, updating
+/// or removing a missing one) and counts fetches.
+final class MemoryRepository<K, V>: NodeRepository {
+    typealias Key = K
+    typealias Value = V
+
+    var nodes: [SOPID: BTreeNode<K, V>] = [:]
+    var fetchCount = 0
+    var violations: [String] = []
+    private var nextID: UInt64 = 0
+
+    /// A repository holding one empty root leaf.
+    init() {
+        nextID = 1
+        rootID = SOPID(high: 0x5EED, low: 1)
+        nodes[rootID] = BTree<MemoryRepository<K, V>>.emptyRoot(id: rootID)
+    }
+
+    let rootID: SOPID
+
+    func fetch(_ id: SOPID) async throws -> BTreeNode<K, V> {
+        fetchCount += 1
+        guard let node = nodes[id] else { throw SOPError(.notFound, "node \(id.hex) does not exist") }
+        return node
+    }
+
+    func add(_ node: BTreeNode<K, V>) {
+        if nodes[node.id] != nil { violations.append("add of existing node \(node.id.hex)") }
+        nodes[node.id] = node
+    }
+
+    func update(_ node: BTreeNode<K, V>) {
+        if nodes[node.id] == nil { violations.append("update of missing node \(node.id.hex)") }
+        nodes[node.id] = node
+    }
+
+    func remove(_ id: SOPID) {
+        if nodes.removeValue(forKey: id) == nil { violations.append("remove of missing node \(id.hex)") }
+    }
+
+    func newNodeID() -> SOPID {
+        nextID += 1
+        return SOPID(high: 0x5EED, low: nextID)
+    }
+
+    /// Height of the tree (1 for a lone leaf), following first children.
+    var height: Int {
+        var h = 1
+        var n = nodes[rootID]!
+        while !n.isLeaf { n = nodes[n.children[0]]!; h += 1 }
+        return h
+    }
+}
+
+typealias IntRepo = MemoryRepository<Int, Int>
+
+func intCompare(_ a: Int, _ b: Int) -> Int { a < b ? -1 : (a == b ? 0 : 1) }
+
+func makeTree(slotLength: Int, unique: Bool) -> (BTree<IntRepo>, IntRepo) {
+    let repo = IntRepo()
+    let tree = BTree(rootID: repo.rootID, slotLength: slotLength, isUnique: unique,
+                     compare: intCompare, repository: repo)
+    return (tree, repo)
+}
+
+/// SplitMix64: a small deterministic generator so failures reproduce from the seed.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Thrown by model checks; the message says what differed and where.
+struct Mismatch: Error, CustomStringConvertible {
+    var description: String
+}
+
+func ensure(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+    if !condition { throw Mismatch(description: message()) }
+}
