@@ -121,6 +121,7 @@ public final class Database: Sendable {
 
     /// Runs `body` in a read-only transaction and commits it (which re-checks that nothing
     /// read has changed). Re-runs on a conflict.
+    @discardableResult
     public func read<T>(isolation: isolated (any Actor)? = #isolation,
                         _ body: (Transaction) async throws -> T) async throws -> T {
         try await run(.forReading, maxAttempts: engine.options.maxWriteAttempts, body)
@@ -129,6 +130,7 @@ public final class Database: Sendable {
     /// Runs `body` in a transaction for writing: commits when it returns, rolls back when it
     /// throws, and re-runs it (up to `maxAttempts` times, with jittered back-off) when the
     /// commit conflicts with another transaction. The closure re-reads fresh data each time.
+    @discardableResult
     public func write<T>(maxAttempts: Int? = nil, isolation: isolated (any Actor)? = #isolation,
                          _ body: (Transaction) async throws -> T) async throws -> T {
         try await run(.forWriting, maxAttempts: maxAttempts ?? engine.options.maxWriteAttempts, body)

@@ -327,10 +327,11 @@ public final class Transaction: @unchecked Sendable {
         }
         let droppedIDs = dropped.values.map(\.id)
         let changeSets = adds
+        let storeStates = infos
         let physical = Dictionary(nodes.map { ($0.id, $0.physical) }, uniquingKeysWith: { a, _ in a })
         try await engine.storage.commit { view in
             var record = CommitRecord(transactionID: txID, droppedStores: droppedIDs)
-            for s in infos {
+            for s in storeStates {
                 if s.isNew {
                     var info = s.info
                     info.count = s.delta

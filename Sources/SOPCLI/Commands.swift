@@ -162,10 +162,9 @@ struct Scan: AsyncParsableCommand {
                 if let limit, n >= limit { break }
                 out += "{\"key\":" + item.key.jsonText + ",\"value\":" + item.value.jsonText + "}\n"
                 n += 1
-                if out.utf8.count > 1 << 16 { fputs(out, stdout); out = "" }
+                if out.utf8.count > 1 << 16 { writeFD(1, out); out = "" }
             }
-            fputs(out, stdout)
-            fflush(stdout)
+            writeFD(1, out)
         }
         try await db.close()
     }
@@ -196,7 +195,7 @@ struct Check: AsyncParsableCommand {
             }
             throw CLIExit(code: 1)
         } catch let e as SOPError {
-            fputs("error: \(e.description)\n", stderr)
+            writeFD(2, "error: \(e.description)\n")
             throw CLIExit(code: 2)
         }
         let report = try await db.check()

@@ -63,7 +63,7 @@ struct Import: AsyncParsableCommand {
     /// Calls `body` with each line's key and value; throws naming the line on bad input.
     func forEachLine(_ path: String, _ body: (JSONValue, JSONValue) throws -> Void) throws -> Int {
         let f: UnsafeMutablePointer<FILE>?
-        if path == "-" { f = stdin } else { f = fopen(path, "r") }
+        f = path == "-" ? fdopen(0, "r") : fopen(path, "r")
         guard let f else {
             throw SOPError(.notFound, "cannot open \(path): \(String(cString: strerror(errno)))", path: path)
         }
@@ -117,11 +117,11 @@ final class Progress {
         let frac = total > 0 ? min(1, Double(done) / Double(total)) : 0
         let filled = Int(frac * Double(width))
         let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
-        fputs("\r[\(bar)] \(done)/\(total) items", stderr)
+        writeFD(2, "\r[\(bar)] \(done)/\(total) items")
     }
 
     func finish() {
         guard enabled else { return }
-        fputs("\n", stderr)
+        writeFD(2, "\n")
     }
 }

@@ -413,11 +413,11 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     func checkpointBlocking() throws {
         try commitLock.withLock {
             let snapshot = state.withLock { st in st }
-            var touched: [String: RegistryFile] = [:]
+            var touched: [String: (file: RegistryFile, blocks: [(index: Int, handles: [Handle])])] = [:]
             var files = snapshot.registryFiles
             for (id, s) in snapshot.stores {
                 if !FileSystem.exists(s.dir) { try FileSystem.createDirectory(s.dir) }
-                for slot in s.registry.dirty {
+                for slot in s.registry.dirty.sorted(by: { ($0.segment, $0.block) < ($1.segment, $1.block) }) {
                     let fpath = s.dir + "/registry-\(slot.segment).reg"
                     let f: RegistryFile
                     if let existing = files[fpath] { f = existing } else {
@@ -426,15 +426,14 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                             : try RegistryFile.create(path: fpath, hashMod: s.registry.hashMod, segmentIndex: slot.segment)
                         files[fpath] = f
                     }
-                    try f.writeBlock(slot.block, handles: s.registry.contents(of: slot))
-                    touched[fpath] = f
+                    touched[fpath, default: (f, [])].blocks.append((slot.block, s.registry.contents(of: slot)))
                 }
                 if s.infoDirty {
                     try FileStorage.writeJSON(s.info, to: s.dir + "/storeinfo.json")
                 }
                 _ = id
             }
-            for f in touched.values { try f.sync() }
+            for t in touched.values { try t.file.writeBlocks(t.blocks) }
             if snapshot.catalogDirty {
                 let entries = snapshot.stores.values
                     .map { StoreListFile.Entry(name: $0.info.name, id: $0.info.id,

@@ -118,6 +118,11 @@ public final class RegistryFile: Sendable {
                 }
                 return (hashMod, Int(b.loadLE(14, as: UInt32.self)))
             }
+            let expected = UInt64(blockSize) * UInt64(1 + 2 * hashMod)
+            let size = try file.size()
+            guard size >= expected else {
+                throw SOPError(.corrupt, "registry file \(path) is truncated (\(size) of \(expected) bytes)", path: path)
+            }
             return RegistryFile(file: file, hashMod: hashMod, segmentIndex: segmentIndex)
         } catch {
             file.close()
@@ -243,6 +248,58 @@ public final class RegistryFile: Sendable {
             first += pairs
         }
         return result
+    }
+
+    /// Replaces several blocks durably and mirrored: each new image goes first to the slot
+    /// that does not hold the newest copy, the file is synced, then the same image goes to
+    /// the other slot and the file is synced again. A crash tears at most one slot of a block,
+    /// and the other then holds either the new image or the previous one (which the commit
+    /// log, not yet checkpointed past, brings up to date). After this returns both slots
+    /// hold the new image, so later damage to one slot is survived with no loss, and damage
+    /// to both is reported as corruption.
+    public func writeBlocks(_ blocks: [(index: Int, handles: [Handle])]) throws {
+        if blocks.isEmpty { return }
+        var images: [(index: Int, sequence: UInt64, target: Int, bytes: [UInt8])] = []
+        images.reserveCapacity(blocks.count)
+        for b in blocks {
+            try checkIndex(b.index)
+            guard b.handles.count <= Self.capacity else {
+                throw SOPError(.invalidArgument,
+                               "\(b.handles.count) handles do not fit in a registry block (capacity \(Self.capacity))",
+                               path: path)
+            }
+            var state = slotState.withLock { $0[b.index] }
+            if state == 0 {
+                _ = try readBlock(b.index)
+                state = slotState.withLock { $0[b.index] }
+            }
+            let sequence = (state >> 2) &+ 1
+            let target = 1 - Int((state >> 1) & 1)
+            images.append((b.index, sequence, target, Self.slotImage(index: b.index, sequence: sequence, handles: b.handles)))
+        }
+        for i in images { try file.write(i.bytes, at: Self.slotOffset(i.index, i.target)) }
+        try file.dataSync()
+        for i in images {
+            try file.write(i.bytes, at: Self.slotOffset(i.index, 1 - i.target))
+            remember(i.index, sequence: i.sequence, slot: i.target)
+        }
+        try file.dataSync()
+    }
+
+    static func slotImage(index: Int, sequence: UInt64, handles: [Handle]) -> [UInt8] {
+        var slot: [UInt8] = []
+        slot.reserveCapacity(blockSize)
+        slot.appendLE(slotMagic)
+        slot.appendLE(slotFormat)
+        slot.appendLE(UInt16(handles.count))
+        slot.appendLE(UInt32(index))
+        slot.appendLE(sequence)
+        for handle in handles { handle.encode(into: &slot) }
+        slot.append(contentsOf: repeatElement(0, count: blockSize - slot.count))
+        slot.withUnsafeMutableBytes { b in
+            b.storeLE(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[..<crcOffset])), at: crcOffset)
+        }
+        return slot
     }
 
     /// Replaces the contents of block `index` with `handles` (at most ``capacity``), writing

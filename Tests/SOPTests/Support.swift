@@ -30,6 +30,7 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
+@discardableResult
 func expectSOPError(_ code: SOPError.Code, _ body: () async throws -> Void,
                     sourceLocation: SourceLocation = #_sourceLocation) async -> SOPError? {
     do {

@@ -10,8 +10,11 @@ import Testing
         var value: Int
     }
 
-    static let cases: [(seed: UInt64, slot: Int, unique: Bool)] = (0..<13).map { i in
-        (UInt64(100 + i), 4 + i, i % 3 != 2)
+    static let cases: [(seed: UInt64, slot: Int, unique: Bool)] = (0..<13).map { (i: Int) -> (seed: UInt64, slot: Int, unique: Bool) in
+        let seed = UInt64(100 + i)
+        let slot = 4 + i
+        let unique = i % 3 != 2
+        return (seed: seed, slot: slot, unique: unique)
     }
 
     @Test(arguments: cases)
@@ -84,6 +87,10 @@ import Testing
             }
             // Committed state as a fresh transaction sees it.
             try await db.read { tx in
+                guard tx.storeNames().contains("m") else {
+                    #expect(oracle.isEmpty)
+                    return
+                }
                 let s = try await tx.openStore("m", key: Int.self, value: Int.self)
                 try await s.checkInvariants()
                 var all: [Entry] = []

@@ -74,12 +74,22 @@ struct CLIExit: Error {
 /// Prints one `error:` line to stderr and exits.
 func fail(_ message: String, code: Int32 = 1) -> Never {
     let line = "error: " + message.replacingOccurrences(of: "\n", with: " ") + "\n"
-    fputs(line, stderr)
+    writeFD(2, line)
     exit(code)
 }
 
 /// Writes a line to stdout and flushes it (crash tests read it while the process runs).
 func emit(_ line: String) {
-    fputs(line + "\n", stdout)
-    fflush(stdout)
+    writeFD(1, line + "\n")
+}
+
+/// Writes a whole string to a file descriptor (unbuffered: nothing is lost on exit or kill).
+func writeFD(_ fd: Int32, _ s: String) {
+    var bytes = Array(s.utf8)
+    var off = 0
+    while off < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
+        if n < 0 { if errno == EINTR { continue }; return }
+        off += n
+    }
 }
