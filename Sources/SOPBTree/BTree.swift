@@ -377,6 +377,10 @@ public final class BTree<Repo: NodeRepository> {
             if case .exact(let k, let i) = bound {
                 let c = compare(s.key, k)
                 routesRight = c < 0 || (c == 0 && s.id <= i)
+            } else if isUnique, case .lower(let k) = bound {
+                // A unique store has at most one item with `k`; a separator with `k` usually is
+                // that item, right of it. (`descend` checks the previous leaf when it is not.)
+                routesRight = compare(s.key, k) <= 0
             } else {
                 routesRight = isBefore(s.key, s.id, bound)
             }
@@ -418,6 +422,17 @@ public final class BTree<Repo: NodeRepository> {
         }
         if !frames.isEmpty && node.items.isEmpty { throw corrupt("empty non-root leaf", node.id) }
         frames.append(Frame(node: node, index: partition(node.items, bound)))
+        if isUnique, case .lower(let k) = bound, frames[frames.count - 1].index == 0,
+           let fence = lowerFence(frames), compare(fence.key, k) == 0,
+           compare(node.items[0].key, k) != 0 {
+            // Routed right of a separator with `k` whose item is gone: the item with `k`, if
+            // any, may end the previous leaf.
+            var q = frames
+            if try await Self.moveToPreviousLeaf(&q, self) {
+                let leaf = q[q.count - 1]
+                if compare(leaf.node.items[leaf.index].key, k) == 0 { return q }
+            }
+        }
         return frames
     }
 
@@ -531,6 +546,17 @@ public final class BTree<Repo: NodeRepository> {
         return true
     }
 
+    /// The separator bounding the leaf of `p` from below (nil: the leaf is the first one).
+    private func lowerFence(_ p: [Frame]) -> Separator<Key>? {
+        var level = p.count - 2
+        while level >= 0 {
+            let f = p[level]
+            if f.index > 0 { return f.node.separators[f.index - 1] }
+            level -= 1
+        }
+        return nil
+    }
+
     /// The separator bounding the leaf of `p` from above (nil: the leaf is the last one).
     private func upperFence(_ p: [Frame]) -> Separator<Key>? {
         var level = p.count - 2
@@ -599,66 +625,65 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Inserts `item` at the leaf position of `p` (from a descent for `.exact(key, id)`), splits
-    /// overfull nodes up to the root, and puts the cursor on the item.
+    /// overfull nodes up to the root, and puts the cursor on the item (keeping `p` pointing at
+    /// it through the splits, so cursor moves need no new descent).
     private func insert(_ item: Item, into p: inout [Frame]) async throws {
         version &+= 1
         var level = p.count - 1
-        let pos = p[level].index
-        p[level].node.items.insert(item, at: pos)
-        if p[level].node.items.count <= slotLength {
-            repository.update(p[level].node)
-            setCursor(item, path: p)
-            return
-        }
-        // Split upward. `node` is the overfull node at `level`.
-        var node = p[level].node
+        p[level].node.items.insert(item, at: p[level].index)
         while true {
-            let isLeaf = node.isLeaf
-            var left = node, right: Node
+            let node = p[level].node
+            if size(node) <= slotLength {
+                repository.update(node)
+                break
+            }
+            let idx = p[level].index
+            var left = node
+            var rightItems: [Item] = [], rightSeps: [Separator<Key>] = [], rightChildren: [SOPID] = []
             let up: Separator<Key>
-            if isLeaf {
+            let goesRight: Bool
+            let newIndex: Int
+            if node.isLeaf {
                 let mid = node.items.count / 2
                 left.items = Array(node.items[..<mid])
-                let rightItems = Array(node.items[mid...])
+                rightItems = Array(node.items[mid...])
                 up = Separator(key: rightItems[0].key, id: rightItems[0].id)
-                right = Node(id: rootID, items: rightItems)
+                goesRight = idx >= mid
+                newIndex = goesRight ? idx - mid : idx
             } else {
                 let mid = node.separators.count / 2
                 up = node.separators[mid]
                 left.separators = Array(node.separators[..<mid])
                 left.children = Array(node.children[...mid])
-                right = Node(id: rootID, separators: Array(node.separators[(mid + 1)...]),
-                             children: Array(node.children[(mid + 1)...]))
+                rightSeps = Array(node.separators[(mid + 1)...])
+                rightChildren = Array(node.children[(mid + 1)...])
+                goesRight = idx > mid
+                newIndex = goesRight ? idx - mid - 1 : idx
             }
+            let right = Node(id: repository.newNodeID(), items: rightItems, separators: rightSeps,
+                             children: rightChildren)
             if level == 0 {
                 // The root keeps its ID: both halves move to new nodes.
                 let l = Node(id: repository.newNodeID(), items: left.items, separators: left.separators,
                              children: left.children)
-                let r = Node(id: repository.newNodeID(), items: right.items, separators: right.separators,
-                             children: right.children)
                 repository.add(l)
-                repository.add(r)
-                repository.update(Node(id: rootID, separators: [up], children: [l.id, r.id]))
+                repository.add(right)
+                let root = Node(id: rootID, separators: [up], children: [l.id, right.id])
+                repository.update(root)
+                p[0] = Frame(node: goesRight ? right : l, index: newIndex)
+                p.insert(Frame(node: root, index: goesRight ? 1 : 0), at: 0)
                 break
             }
-            let r = Node(id: repository.newNodeID(), items: right.items, separators: right.separators,
-                         children: right.children)
             repository.update(left)
-            repository.add(r)
+            repository.add(right)
+            p[level] = Frame(node: goesRight ? right : left, index: newIndex)
             level -= 1
-            var parent = p[level].node
             let ci = p[level].index
-            parent.separators.insert(up, at: ci)
-            parent.children.insert(r.id, at: ci + 1)
-            if parent.separators.count <= slotLength {
-                repository.update(parent)
-                break
-            }
-            node = parent
+            p[level].node.separators.insert(up, at: ci)
+            p[level].node.children.insert(right.id, at: ci + 1)
+            if goesRight { p[level].index = ci + 1 }
         }
-        // The path changed shape; the cursor re-locates lazily.
-        current = item
-        pathVersion = 0
+        setCursor(item, path: p)
     }
 
     /// Removes the item `p` points at, rebalances, and puts the cursor on its successor.

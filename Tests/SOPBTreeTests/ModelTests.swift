@@ -356,7 +356,7 @@ private enum ProcessInfoLite {
 
 @Suite struct ModelTests {
     /// Random steps per (slot length, mode) before the tree is drained.
-    static let steps = 1200
+    static let steps = 1000
 
     /// Random operations against a sorted-array oracle, unique and non-unique, slot lengths
     /// 4...16, invariants checked after every mutation.
