@@ -49,19 +49,19 @@ import SOPCore
                 let cut = iteration % 7 == 0 ? Int.random(in: 0...8192, using: &g) : 8192
                 try raw.truncate(to: 4096)
                 try raw.write(Array(bytes[..<cut]), at: 4096)
-                let r = try RegistryFile.open(path: path)
                 do {
+                    let r = try RegistryFile.open(path: path)
                     let handles = try r.readBlock(0)
                     #expect(handles.count <= RegistryFile.capacity)
                     _ = try r.readAllBlocks()
                     try r.writeBlock(0, handles: [sampleHandle(1)])
                     #expect(try r.readBlock(0) == [sampleHandle(1)])
                     values += 1
+                    r.close()
                 } catch let e as SOPError {
                     #expect(e.code == .corrupt)
                     errors += 1
                 }
-                r.close()
             }
             #expect(values + errors == 2000)
             #expect(values > 0 && errors > 0)
