@@ -91,6 +91,7 @@ import Glibc
             #expect(present >= result.acked, "round \(round): \(present) present, \(result.acked) acknowledged")
             #expect(present % batch == 0 || present == perRound, "round \(round): partial batch (\(present) items)")
             expected[round] = present
+            print("crash round \(round): killed=\(!result.exited) acknowledged=\(result.acked) present=\(present)")
             // Earlier rounds are untouched.
             let total = try await db.read { tx -> Int64 in
                 tx.storeNames().contains("items")
