@@ -18,6 +18,9 @@ public struct DatabaseOptions: Sendable {
     public var createIfMissing = true
     /// Byte budget of the L1 cache of decoded nodes.
     public var nodeCacheBytes = 256 << 20
+    /// Byte budget of the in-process L2 cache of encoded blobs (nodes evicted from L1 and
+    /// separately stored values). 0 turns it off.
+    public var blobCacheBytes = 64 << 20
     /// The longest a transaction may run; locks it holds expire after this.
     public var maxTransactionDuration: Duration = .seconds(15 * 60)
     /// How many times ``Database/write(maxAttempts:_:)`` runs its closure when commits conflict.
@@ -34,13 +37,16 @@ final class Engine: Sendable {
     let storage: any StorageBackend
     let locker: any Locker
     let cache: NodeCache
+    let l2: (any L2Cache)?
     let options: DatabaseOptions
     let path: String
 
-    init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, options: DatabaseOptions, path: String) {
+    init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, l2: (any L2Cache)?,
+         options: DatabaseOptions, path: String) {
         self.storage = storage
         self.locker = locker
         self.cache = cache
+        self.l2 = l2
         self.options = options
         self.path = path
     }
@@ -49,7 +55,7 @@ final class Engine: Sendable {
     func loadNode<K: Codable & Sendable>(_ handle: Handle, coder: JSONCoder<K>, typeTag: ObjectIdentifier) async throws -> EngineNode<K> {
         let key = NodeCache.Key(physical: handle.active, type: typeTag)
         if let hit = cache.get(key) as? EngineNode<K> { return hit }
-        let bytes = try await storage.readBlob(handle.active)
+        let bytes = try await readBlob(handle.active)
         let node: EngineNode<K>
         do {
             node = try NodeFormat.decode(bytes, expectedID: handle.logicalID, coder: coder)
@@ -58,6 +64,16 @@ final class Engine: Sendable {
         }
         cache.put(key, node, cost: NodeFormat.cost(node))
         return node
+    }
+
+    /// Reads a blob through the L2 cache.
+    func readBlob(_ physical: SOPID) async throws -> [UInt8] {
+        guard let l2 else { return try await storage.readBlob(physical) }
+        let key = "B" + physical.hex
+        if let hit = try await l2.get(key) { return hit }
+        let bytes = try await storage.readBlob(physical)
+        try await l2.set(key, bytes, ttl: nil)
+        return bytes
     }
 
     static func lockKey(store: SOPID, node: SOPID) -> String { "N:\(store.hex):\(node.hex)" }
@@ -94,6 +110,7 @@ public final class Database: Sendable {
         fo.checkpointBytes = options.checkpointBytes
         let storage = try await FileStorage.open(at: path, options: fo)
         let engine = Engine(storage: storage, locker: InMemoryLocker(), cache: NodeCache(capacity: options.nodeCacheBytes),
+                            l2: options.blobCacheBytes > 0 ? InMemoryL2Cache(capacity: options.blobCacheBytes) : nil,
                             options: options, path: storage.path)
         return Database(engine: engine)
     }

@@ -221,7 +221,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         case .inline(let b), .pending(let b):
             return try repository.valueCoder.decode(b)
         case .blob(let id):
-            let b = try await transaction.engine.storage.readBlob(id)
+            let b = try await transaction.engine.readBlob(id)
             return try repository.valueCoder.decode(b)
         }
     }

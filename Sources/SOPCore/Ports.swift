@@ -37,3 +37,16 @@ public struct SystemClock: Clock {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 }
+
+/// A shared cache of encoded bytes (nodes, separately stored values) between the per-process
+/// L1 of decoded nodes and storage. Standalone: in-process (`SOPInMemory.InMemoryL2Cache`);
+/// clustered: Redis. Entries are immutable blobs keyed by physical ID, so the cache never
+/// needs invalidation — only eviction.
+public protocol L2Cache: Sendable {
+    /// The bytes stored under `key`, if still cached.
+    func get(_ key: String) async throws -> [UInt8]?
+    /// Stores bytes under `key` for at most `ttl` (nil: until evicted).
+    func set(_ key: String, _ value: [UInt8], ttl: Duration?) async throws
+    /// Removes keys.
+    func delete(_ keys: [String]) async throws
+}
