@@ -42,7 +42,6 @@ extension Database {
         var report = CheckReport()
         for info in stores() {
             let tx = try await beginTransaction(.forReading)
-            defer { Task { await tx.rollback() } }
             do {
                 let store = try await tx.store(info.name, key: JSONValue.self, value: JSONValue.self)
                 let ordered = jsonOrderedKeyTypes.contains(info.keyType)
