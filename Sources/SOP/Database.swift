@@ -27,6 +27,12 @@ public struct DatabaseOptions: Sendable {
     public var maxWriteAttempts = 20
     /// Log bytes after which the committed state is checkpointed into the registry files.
     public var checkpointBytes: UInt64 = 64 << 20
+    /// The file system (tests inject faults or simulate power loss through it).
+    package var fileIO: any FileIO = PosixFileIO()
+    /// Failpoints of the commit protocol and recovery (tests).
+    package var failpoints = Failpoints()
+    /// Registry blocks per segment file for a new database (tests use small files).
+    package var registryHashMod = 256
 
     /// Default options.
     public init() {}
@@ -108,6 +114,9 @@ public final class Database: Sendable {
         var fo = FileStorageOptions()
         fo.createIfMissing = options.createIfMissing
         fo.checkpointBytes = options.checkpointBytes
+        fo.fileIO = options.fileIO
+        fo.failpoints = options.failpoints
+        fo.hashMod = options.registryHashMod
         let storage = try await FileStorage.open(at: path, options: fo)
         let engine = Engine(storage: storage, locker: InMemoryLocker(), cache: NodeCache(capacity: options.nodeCacheBytes),
                             l2: options.blobCacheBytes > 0 ? InMemoryL2Cache(capacity: options.blobCacheBytes) : nil,

@@ -205,8 +205,11 @@ public final class Transaction: @unchecked Sendable {
     public func phase1Commit() async throws {
         try checkUsable(writing: false)
         do {
+            let fp = engine.options.failpoints
             if hasWrites { try await lockWriteSet() }
+            try await fp.hitAsync("commit.afterLock")
             if mode != .noCheck || hasWrites { try await validate() }
+            try await fp.hitAsync("commit.afterValidate")
             try await writeNodes()
             state = .prepared
         } catch {
@@ -225,6 +228,9 @@ public final class Transaction: @unchecked Sendable {
         do {
             if hasWrites { try await writeCommitRecord() }
             state = .committed
+            try await engine.options.failpoints.hitAsync("commit.beforeUnlock")
+        } catch let crash as FailpointCrash {
+            throw crash     // a simulated crash: the process is "gone", its locks die with it
         } catch {
             state = .rolledBack
             await release()

@@ -28,6 +28,10 @@ func databasePath() throws -> String {
 func openDatabase(create: Bool = true) async throws -> Database {
     var o = DatabaseOptions()
     o.createIfMissing = create
+    #if DEBUG
+    // Process-level crash tests arm failpoints through the environment (debug builds only).
+    if let f = Failpoints.fromEnvironment() { o.failpoints = f }
+    #endif
     return try await Database.open(at: try databasePath(), options: o)
 }
 

@@ -12,6 +12,10 @@ public struct FileStorageOptions: Sendable {
     public var segmentBytes: UInt64 = 256 << 20
     /// Create the database folder when it does not exist.
     public var createIfMissing: Bool = true
+    /// The file system (the real one, or a test double that injects faults).
+    public var fileIO: any FileIO = PosixFileIO()
+    /// Failpoints of the commit protocol and recovery (tests).
+    public var failpoints = Failpoints()
     /// Makes default options.
     public init() {}
 }
@@ -63,10 +67,16 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     /// The database folder (absolute).
     public let path: String
     let options: FileStorageOptions
-    let io: BlockingIOPool
-    private let directoryLock: DirectoryLock
+    let pool: BlockingIOPool
+    let files: any FileIO
+    let failpoints: Failpoints
+    private let directoryLock: any DirectoryLockHandle
     private let commitLock = BlockingLock()
     private let state: Mutex<State>
+    /// Set by the first write-path failure: the process's view of the files is no longer
+    /// trustworthy (a failed fsync may have lost data), so every later write is refused
+    /// until the database is reopened and recovery decides from what is on disk.
+    private let poison = Mutex<SOPError?>(nil)
 
     struct StoreState: Sendable {
         var info: StoreInfo
@@ -89,10 +99,13 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         var hashMod: Int = 256
     }
 
-    private init(path: String, options: FileStorageOptions, io: BlockingIOPool, lock: DirectoryLock, state: State) {
+    private init(path: String, options: FileStorageOptions, pool: BlockingIOPool, lock: any DirectoryLockHandle,
+                 state: State) {
         self.path = path
         self.options = options
-        self.io = io
+        self.pool = pool
+        self.files = options.fileIO
+        self.failpoints = options.failpoints
         self.directoryLock = lock
         self.state = Mutex(state)
     }
@@ -102,26 +115,27 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     /// Opens (or creates) the database in `path`, recovering from whatever a crash left:
     /// committed records in the log are applied to the registry, an unfinished tail is cut.
     public static func open(at path: String, options: FileStorageOptions = .init(),
-                            io: BlockingIOPool = .shared) async throws -> FileStorage {
-        try await io.run {
-            try openBlocking(at: FileSystem.absolutePath(path), options: options, io: io)
+                            pool: BlockingIOPool = .shared) async throws -> FileStorage {
+        try await pool.run {
+            try openBlocking(at: FileSystem.absolutePath(path), options: options, pool: pool)
         }
     }
 
     private static func openBlocking(at path: String, options: FileStorageOptions,
-                                     io: BlockingIOPool) throws -> FileStorage {
-        if !FileSystem.exists(path) {
+                                     pool: BlockingIOPool) throws -> FileStorage {
+        let fs = options.fileIO
+        if !fs.exists(path) {
             guard options.createIfMissing else {
                 throw SOPError(.notFound, "no database at \(path)", path: path)
             }
-            try FileSystem.createDirectory(path)
+            try fs.createDirectory(path)
         }
-        guard FileSystem.isDirectory(path) else {
+        guard fs.isDirectory(path) else {
             throw SOPError(.invalidArgument, "\(path) is not a directory", path: path)
         }
         let dbFile = path + "/database.json"
-        if !FileSystem.exists(dbFile) {
-            let entries = try FileSystem.list(path)
+        if !fs.exists(dbFile) {
+            let entries = try fs.list(path)
             let allowed: Set<String> = ["LOCK", "log", "stores", "stores.json", "checkpoint.json"]
             if let stray = entries.first(where: { !allowed.contains($0) && !$0.hasPrefix("database.json.tmp") }) {
                 throw SOPError(.invalidArgument,
@@ -131,12 +145,28 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                 throw SOPError(.notFound, "no database at \(path)", path: path)
             }
         }
-        let lock = try DirectoryLock.acquire(path)
+        let lock = try fs.lockDirectory(path)
+        do {
+            return try recover(path: path, options: options, pool: pool, lock: lock)
+        } catch {
+            lock.release()
+            throw error
+        }
+    }
+
+    private static func recover(path: String, options: FileStorageOptions, pool: BlockingIOPool,
+                                lock: any DirectoryLockHandle) throws -> FileStorage {
+        let fs = options.fileIO
+        let dbFile = path + "/database.json"
         var st = State()
-        if !FileSystem.exists(dbFile) {
+        if !fs.exists(dbFile) {
             try initialize(path: path, options: options)
         }
-        let db: DatabaseFile = try readJSON(dbFile)
+        // Leftovers of interrupted atomic writes and file creations are never part of the
+        // database: the real file is only ever renamed into place complete.
+        try removeTemporaryFiles(in: path, fs)
+        try removeTemporaryFiles(in: path + "/log", fs)
+        let db: DatabaseFile = try readJSON(dbFile, fs)
         guard db.format == DatabaseFile.formatVersion, db.kind == "sop-database" else {
             throw SOPError(.unsupportedFormat, "database format \(db.format) is not supported (this build reads 1)", path: dbFile)
         }
@@ -144,18 +174,22 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             throw SOPError(.corrupt, "database.json has an invalid hashMod \(db.hashMod)", path: dbFile)
         }
         st.hashMod = db.hashMod
-        let cp: CheckpointFile = try readJSON(path + "/checkpoint.json")
-        let list: StoreListFile = try readJSON(path + "/stores.json")
+        let cp: CheckpointFile = try readJSON(path + "/checkpoint.json", fs)
+        let list: StoreListFile = try readJSON(path + "/stores.json", fs)
         for e in list.stores {
             let dir = path + "/stores/" + e.dir
             let infoPath = dir + "/storeinfo.json"
-            let info: StoreInfo = try readJSON(infoPath)
+            let info: StoreInfo = try readJSON(infoPath, fs)
             guard info.id == e.id, info.name == e.name else {
                 throw SOPError(.corrupt, "storeinfo.json does not match stores.json for store '\(e.name)'", path: infoPath)
             }
             var reg = RegistryMap(hashMod: db.hashMod, capacity: RegistryFile.capacity)
-            for name in try FileSystem.list(dir) where name.hasPrefix("registry-") && name.hasSuffix(".reg") {
-                let f = try RegistryFile.open(path: dir + "/" + name)
+            guard fs.isDirectory(dir) else {
+                throw SOPError(.corrupt, "the folder of store '\(e.name)' is missing", path: dir)
+            }
+            try removeTemporaryFiles(in: dir, fs)
+            for name in try fs.list(dir) where name.hasPrefix("registry-") && name.hasSuffix(".reg") {
+                let f = try RegistryFile.open(path: dir + "/" + name, io: fs)
                 guard f.hashMod == db.hashMod else {
                     throw SOPError(.corrupt, "registry file has hashMod \(f.hashMod), database has \(db.hashMod)", path: f.path)
                 }
@@ -172,7 +206,8 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
         // The log: replay commit records written after the checkpoint, cut the unfinished tail.
         let logDir = path + "/log"
-        let numbers = try FileSystem.list(logDir).compactMap { n -> Int? in
+        try options.failpoints.hit("recovery.afterLoad")
+        let numbers = try fs.list(logDir).compactMap { n -> Int? in
             n.hasSuffix(".log") ? Int(n.dropLast(4)) : nil
         }.sorted()
         guard let lastNumber = numbers.last, numbers.contains(cp.segment) else {
@@ -180,7 +215,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
         var replayed = 0
         for n in numbers {
-            let seg = try LogSegment.open(path: logDir + "/" + segmentName(n))
+            let seg = try LogSegment.open(path: logDir + "/" + segmentName(n), io: fs)
             st.segments[n] = seg
             guard n >= cp.segment else { continue }
             let start = n == cp.segment ? cp.offset : 64
@@ -193,14 +228,18 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                 lastCommitEnd = offset + LogSegment.framedSize(payloadLength: payload.count)
             }
             if n == lastNumber {
+                try options.failpoints.hit("recovery.afterReplay")
                 // Anything after the last complete commit belongs to a commit that never
                 // happened: cut it so new records follow the last decided one.
-                try seg.truncate(to: lastCommitEnd)
-                try seg.dataSync()
+                if seg.end > lastCommitEnd {
+                    try seg.truncate(to: lastCommitEnd)
+                    try seg.dataSync()
+                }
+                try options.failpoints.hit("recovery.afterTruncate")
             }
         }
         st.currentSegment = lastNumber
-        let storage = FileStorage(path: path, options: options, io: io, lock: lock, state: st)
+        let storage = FileStorage(path: path, options: options, pool: pool, lock: lock, state: st)
         if replayed > 0 || list.stores.count != st.stores.count {
             try storage.checkpointBlocking()
         }
@@ -213,24 +252,30 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         return String(repeating: "0", count: max(0, 8 - s.count)) + s + ".log"
     }
 
+    private static func removeTemporaryFiles(in dir: String, _ fs: any FileIO) throws {
+        guard fs.isDirectory(dir) else { return }
+        for name in try fs.list(dir) where name.contains(".tmp-") { try fs.remove(dir + "/" + name) }
+    }
+
     private static func initialize(path: String, options: FileStorageOptions) throws {
-        try FileSystem.createDirectory(path + "/log")
-        try FileSystem.createDirectory(path + "/stores")
+        let fs = options.fileIO
+        try fs.createDirectory(path + "/log")
+        try fs.createDirectory(path + "/stores")
         let logDir = path + "/log"
-        for n in try FileSystem.list(logDir) { try FileSystem.remove(logDir + "/" + n) }
-        let seg = try LogSegment.create(path: logDir + "/" + segmentName(1), number: 1)
+        for n in try fs.list(logDir) { try fs.remove(logDir + "/" + n) }
+        let seg = try LogSegment.create(path: logDir + "/" + segmentName(1), number: 1, io: fs)
         seg.close()
-        try writeJSON(StoreListFile(format: 1, stores: []), to: path + "/stores.json")
-        try writeJSON(CheckpointFile(format: 1, segment: 1, offset: 64), to: path + "/checkpoint.json")
+        try writeJSON(StoreListFile(format: 1, stores: []), to: path + "/stores.json", fs)
+        try writeJSON(CheckpointFile(format: 1, segment: 1, offset: 64), to: path + "/checkpoint.json", fs)
         // database.json last: its presence says the folder is a complete, empty database.
         try writeJSON(DatabaseFile(format: DatabaseFile.formatVersion, kind: "sop-database",
                                    hashMod: options.hashMod, createdAt: SystemClock().nowMilliseconds()),
-                      to: path + "/database.json")
+                      to: path + "/database.json", fs)
     }
 
-    static func readJSON<T: Decodable>(_ path: String) throws -> T {
+    static func readJSON<T: Decodable>(_ path: String, _ fs: any FileIO) throws -> T {
         let bytes: [UInt8]
-        do { bytes = try FileSystem.readFile(path) } catch let e as SOPError where e.code == .io {
+        do { bytes = try fs.readFile(path) } catch let e as SOPError where e.code == .io {
             throw SOPError(.corrupt, "cannot read \(path): \(e.message)", path: path)
         }
         do {
@@ -240,18 +285,38 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
     }
 
-    static func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
+    static func writeJSON<T: Encodable>(_ value: T, to path: String, _ fs: any FileIO) throws {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try enc.encode(value)
-        try FileSystem.atomicWrite(path, Array(data))
+        try fs.atomicWrite(path, Array(data))
     }
 
     private func removeOrphanStoreDirectories() throws {
         let known = state.withLock { st in Set(st.stores.values.map { $0.dir }) }
         let root = path + "/stores"
-        for name in try FileSystem.list(root) where !known.contains(root + "/" + name) {
-            try FileSystem.removeTree(root + "/" + name)
+        for name in try files.list(root) where !known.contains(root + "/" + name) {
+            try files.removeTree(root + "/" + name)
+        }
+    }
+
+    /// Throws when an earlier write failed (see ``poison``).
+    private func checkNotPoisoned() throws {
+        if let e = poison.withLock({ $0 }) { throw e }
+    }
+
+    /// Runs a write-path step; a failure poisons the storage.
+    private func guarded<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            poison.withLock { p in
+                if p == nil {
+                    let why = (error as? SOPError)?.message ?? "\(error)"
+                    p = SOPError(.io, "the database must be reopened after a failed write (\(why))", path: path)
+                }
+            }
+            throw error
         }
     }
 
@@ -321,7 +386,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             throw SOPError(.corrupt, "blob \(id) names log segment \(loc.segment), which does not exist",
                            path: path + "/log")
         }
-        return try await io.run {
+        return try await pool.run {
             try seg.readRecord(at: loc.offset, payloadLength: loc.length, expectedKind: RecordKind.blob.rawValue)
         }
     }
@@ -338,10 +403,16 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
 
     public func writeBlobs(_ blobs: [[UInt8]]) async throws -> [SOPID] {
         if blobs.isEmpty { return [] }
-        return try await io.run { [self] in
+        return try await pool.run { [self] in
             try commitLock.withLock {
+                try checkNotPoisoned()
                 let seg = try openSegmentForAppend()
-                let offsets = try seg.appendBatch(blobs.map { (kind: RecordKind.blob.rawValue, payload: $0) })
+                let offsets = try guarded { () throws -> [UInt64] in
+                    try failpoints.hit("blob.beforeWrite")
+                    let o = try seg.appendBatch(blobs.map { (kind: RecordKind.blob.rawValue, payload: $0) })
+                    try failpoints.hit("blob.afterWrite")
+                    return o
+                }
                 var ids: [SOPID] = []
                 ids.reserveCapacity(blobs.count)
                 var bytes: UInt64 = 0
@@ -371,23 +442,30 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     }
 
     public func commit(_ prepare: @escaping @Sendable (any CommittedState) throws -> CommitRecord) async throws {
-        let needCheckpoint = try await io.run { [self] () throws -> Bool in
+        let needCheckpoint = try await pool.run { [self] () throws -> Bool in
             try commitLock.withLock {
+                try checkNotPoisoned()
                 let seg = try openSegmentForAppend()
                 let record = try prepare(View(storage: self))
                 if record.isEmpty { return false }
                 let payload = CommitRecordCodec.encode(record)
-                _ = try seg.append(kind: RecordKind.commit.rawValue, payload: payload)
-                try seg.dataSync()      // the commit point
-                let root = path
-                let size = seg.end
-                let bytes = state.withLock { st -> UInt64 in
-                    FileStorage.apply(record, to: &st, root: root)
-                    st.logBytesSinceCheckpoint += LogSegment.framedSize(payloadLength: payload.count)
-                    return st.logBytesSinceCheckpoint
+                return try guarded {
+                    try failpoints.hit("commit.beforeRecordWrite")
+                    _ = try seg.append(kind: RecordKind.commit.rawValue, payload: payload)
+                    try failpoints.hit("commit.afterRecordWrite")
+                    try seg.dataSync()      // the commit point
+                    try failpoints.hit("commit.afterRecordSync")
+                    let root = path
+                    let size = seg.end
+                    let bytes = state.withLock { st -> UInt64 in
+                        FileStorage.apply(record, to: &st, root: root)
+                        st.logBytesSinceCheckpoint += LogSegment.framedSize(payloadLength: payload.count)
+                        return st.logBytesSinceCheckpoint
+                    }
+                    try failpoints.hit("commit.afterApply")
+                    if size >= options.segmentBytes { try rotateSegment(after: seg) }
+                    return bytes >= options.checkpointBytes
                 }
-                if size >= options.segmentBytes { try rotateSegment(after: seg) }
-                return bytes >= options.checkpointBytes
             }
         }
         if needCheckpoint { try await checkpoint() }
@@ -396,7 +474,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     /// Starts a new log segment. Caller holds `commitLock`; everything in `seg` is synced.
     private func rotateSegment(after seg: LogSegment) throws {
         let n = seg.number + 1
-        let next = try LogSegment.create(path: path + "/log/" + FileStorage.segmentName(n), number: n)
+        let next = try LogSegment.create(path: path + "/log/" + FileStorage.segmentName(n), number: n, io: files)
         state.withLock { st in
             st.segments[n] = next
             st.currentSegment = n
@@ -404,7 +482,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     }
 
     public func checkpoint() async throws {
-        try await io.run { [self] in try checkpointBlocking() }
+        try await pool.run { [self] in try checkpointBlocking() }
     }
 
     /// Writes dirty registry blocks and store infos, then moves the checkpoint pointer.
@@ -412,59 +490,76 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     /// moves, recovery re-applies the log over whatever was written.
     func checkpointBlocking() throws {
         try commitLock.withLock {
-            let snapshot = state.withLock { st in st }
-            var touched: [String: (file: RegistryFile, blocks: [(index: Int, handles: [Handle])])] = [:]
-            var files = snapshot.registryFiles
-            for (id, s) in snapshot.stores {
-                if !FileSystem.exists(s.dir) { try FileSystem.createDirectory(s.dir) }
-                for slot in s.registry.dirty.sorted(by: { ($0.segment, $0.block) < ($1.segment, $1.block) }) {
-                    let fpath = s.dir + "/registry-\(slot.segment).reg"
-                    let f: RegistryFile
-                    if let existing = files[fpath] { f = existing } else {
-                        f = FileSystem.exists(fpath)
-                            ? try RegistryFile.open(path: fpath)
-                            : try RegistryFile.create(path: fpath, hashMod: s.registry.hashMod, segmentIndex: slot.segment)
-                        files[fpath] = f
-                    }
-                    touched[fpath, default: (f, [])].blocks.append((slot.block, s.registry.contents(of: slot)))
+            try checkNotPoisoned()
+            try guarded { try checkpointLocked() }
+        }
+    }
+
+    private func checkpointLocked() throws {
+        try failpoints.hit("checkpoint.begin")
+        let snapshot = state.withLock { st in st }
+        var touched: [String: (file: RegistryFile, blocks: [(index: Int, handles: [Handle])])] = [:]
+        var regFiles = snapshot.registryFiles
+        for (id, s) in snapshot.stores {
+            if !files.exists(s.dir) { try files.createDirectory(s.dir) }
+            for slot in s.registry.dirty.sorted(by: { ($0.segment, $0.block) < ($1.segment, $1.block) }) {
+                let fpath = s.dir + "/registry-\(slot.segment).reg"
+                let f: RegistryFile
+                if let existing = regFiles[fpath] { f = existing } else {
+                    f = files.exists(fpath)
+                        ? try RegistryFile.open(path: fpath, io: files)
+                        : try RegistryFile.create(path: fpath, hashMod: s.registry.hashMod, segmentIndex: slot.segment,
+                                                  io: files)
+                    regFiles[fpath] = f
                 }
-                if s.infoDirty {
-                    try FileStorage.writeJSON(s.info, to: s.dir + "/storeinfo.json")
-                }
-                _ = id
+                touched[fpath, default: (f, [])].blocks.append((slot.block, s.registry.contents(of: slot)))
             }
-            for t in touched.values { try t.file.writeBlocks(t.blocks) }
-            if snapshot.catalogDirty {
-                let entries = snapshot.stores.values
-                    .map { StoreListFile.Entry(name: $0.info.name, id: $0.info.id,
-                                               dir: String($0.dir.split(separator: "/").last!)) }
-                    .sorted { $0.name < $1.name }
-                try FileStorage.writeJSON(StoreListFile(format: 1, stores: entries), to: path + "/stores.json")
+            if s.infoDirty {
+                try FileStorage.writeJSON(s.info, to: s.dir + "/storeinfo.json", files)
             }
-            guard let seg = snapshot.segments[snapshot.currentSegment] else {
-                throw SOPError(.internalError, "current log segment is missing", path: path)
+            _ = id
+        }
+        for t in touched.values {
+            try t.file.writeBlocks(t.blocks) { try failpoints.hit("checkpoint.betweenRegistrySlots") }
+        }
+        try failpoints.hit("checkpoint.afterRegistryWrite")
+        try failpoints.hit("checkpoint.afterStoreInfo")
+        if snapshot.catalogDirty {
+            let entries = snapshot.stores.values
+                .map { StoreListFile.Entry(name: $0.info.name, id: $0.info.id,
+                                           dir: String($0.dir.split(separator: "/").last!)) }
+                .sorted { $0.name < $1.name }
+            try FileStorage.writeJSON(StoreListFile(format: 1, stores: entries), to: path + "/stores.json", files)
+        }
+        try failpoints.hit("checkpoint.afterCatalog")
+        guard let seg = snapshot.segments[snapshot.currentSegment] else {
+            throw SOPError(.internalError, "current log segment is missing", path: path)
+        }
+        try FileStorage.writeJSON(CheckpointFile(format: 1, segment: seg.number, offset: seg.end),
+                                  to: path + "/checkpoint.json", files)
+        try failpoints.hit("checkpoint.afterPointer")
+        for dir in snapshot.droppedDirs { try files.removeTree(dir) }
+        try failpoints.hit("checkpoint.afterDropCleanup")
+        state.withLock { st in
+            st.registryFiles = regFiles
+            for id in snapshot.stores.keys where st.stores[id] != nil {
+                st.stores[id]!.registry.dirty.removeAll()
+                st.stores[id]!.infoDirty = false
             }
-            try FileStorage.writeJSON(CheckpointFile(format: 1, segment: seg.number, offset: seg.end),
-                                      to: path + "/checkpoint.json")
-            for dir in snapshot.droppedDirs { try FileSystem.removeTree(dir) }
-            state.withLock { st in
-                st.registryFiles = files
-                for id in snapshot.stores.keys where st.stores[id] != nil {
-                    st.stores[id]!.registry.dirty.removeAll()
-                    st.stores[id]!.infoDirty = false
-                }
-                st.catalogDirty = false
-                st.droppedDirs.removeAll()
-                st.logBytesSinceCheckpoint = 0
-            }
+            st.catalogDirty = false
+            st.droppedDirs.removeAll()
+            st.logBytesSinceCheckpoint = 0
         }
     }
 
     public func close() async throws {
         let already = state.withLock { $0.closed }
         if already { return }
-        try await checkpoint()
-        try await io.run { [self] in
+        var failure: (any Error)?
+        if poison.withLock({ $0 }) == nil {
+            do { try await checkpoint() } catch { failure = error }
+        }
+        try await pool.run { [self] in
             commitLock.withLock {
                 let (segs, regs) = state.withLock { st -> ([LogSegment], [RegistryFile]) in
                     st.closed = true
@@ -475,6 +570,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                 directoryLock.release()
             }
         }
+        if let failure { throw failure }
     }
 
     // MARK: - Diagnostics
@@ -506,7 +602,7 @@ extension FileStorage {
     /// before a segment's end (a torn tail is cut on open, so any such record is damage).
     public func verifyLog() async throws -> [String] {
         let segs = state.withLock { st in st.segments.keys.sorted().map { st.segments[$0]! } }
-        return try await io.run {
+        return try await pool.run {
             var problems: [String] = []
             for s in segs {
                 let end = try s.scan(from: 64) { _, _, _ in }

@@ -164,7 +164,13 @@ public enum FileSystem {
     }
 
     /// The directory part of `path` (lexically; `"."` when there is none).
-    static func parentDirectory(of path: String) -> String {
+    /// Renames `from` to `to`, replacing `to` atomically.
+    public static func move(_ from: String, to: String) throws {
+        guard rename(from, to) == 0 else { throw ioError("rename", path: to) }
+    }
+
+    /// The directory part of `path`.
+    public static func parentDirectory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let parent = path[..<slash]
         return parent.isEmpty ? "/" : String(parent)

@@ -36,10 +36,10 @@ public final class LogSegment: Sendable {
     /// The file's path.
     public let path: String
 
-    private let file: SOPFile
+    private let file: any FileHandleIO
     private let appendOffset: Mutex<UInt64>
 
-    private init(file: SOPFile, number: Int, end: UInt64) {
+    private init(file: any FileHandleIO, number: Int, end: UInt64) {
         self.file = file
         self.path = file.path
         self.number = number
@@ -59,7 +59,7 @@ public final class LogSegment: Sendable {
 
     /// Creates a new segment file at `path` (failing if one exists), writes its header and
     /// syncs the file and its directory.
-    public static func create(path: String, number: Int) throws -> LogSegment {
+    public static func create(path: String, number: Int, io: any FileIO = PosixFileIO()) throws -> LogSegment {
         guard number >= 0, number <= Int(UInt32.max) else {
             throw SOPError(.invalidArgument, "log segment number \(number) is out of range", path: path)
         }
@@ -69,23 +69,31 @@ public final class LogSegment: Sendable {
         header.appendLE(UInt32(number))
         header.append(contentsOf: repeatElement(0, count: 60 - header.count))
         header.appendLE(CRC32C.checksum(header))
-        let file = try SOPFile.open(path, create: true, exclusive: true)
+        // Built under a temporary name and renamed into place, so a crash never leaves a
+        // segment without its header.
+        guard !io.exists(path) else { throw SOPError(.io, "log segment already exists", path: path) }
+        let tmp = path + ".tmp-new"
+        try io.remove(tmp)
+        let staging = try io.open(tmp, create: true, exclusive: true)
         do {
-            try file.write(header, at: 0)
-            try file.sync()
-            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: path))
+            try staging.write(header, at: 0)
+            try staging.sync()
+            staging.close()
+            try io.rename(tmp, to: path)
+            try io.syncDirectory(FileSystem.parentDirectory(of: path))
         } catch {
-            file.close()
+            staging.close()
             throw error
         }
+        let file = try io.open(path, create: false, exclusive: false)
         return LogSegment(file: file, number: number, end: UInt64(headerSize))
     }
 
     /// Opens an existing segment and validates its header: ``SOPError/Code/corrupt`` for a
     /// short file, bad magic or checksum, ``SOPError/Code/unsupportedFormat`` for an unknown
     /// format version.
-    public static func open(path: String) throws -> LogSegment {
-        let file = try SOPFile.open(path, create: false)
+    public static func open(path: String, io: any FileIO = PosixFileIO()) throws -> LogSegment {
+        let file = try io.open(path, create: false, exclusive: false)
         do {
             let header = try file.read(at: 0, count: headerSize)
             guard header.count == headerSize else {

@@ -44,13 +44,13 @@ public final class RegistryFile: Sendable {
     /// Which segment of its store's registry this file is.
     public let segmentIndex: Int
 
-    private let file: SOPFile
+    private let file: any FileHandleIO
     /// Per block: 0 = not yet known; otherwise `sequence << 2 | newestSlot << 1 | 1`, where
     /// `newestSlot` holds the newest valid copy (for a never-written block: sequence 0, slot 1,
     /// so the first write goes to slot 0).
     private let slotState: Mutex<[UInt64]>
 
-    private init(file: SOPFile, hashMod: Int, segmentIndex: Int) {
+    private init(file: any FileHandleIO, hashMod: Int, segmentIndex: Int) {
         self.file = file
         self.hashMod = hashMod
         self.segmentIndex = segmentIndex
@@ -59,7 +59,7 @@ public final class RegistryFile: Sendable {
 
     /// Creates a new registry file at `path` (failing if one exists) with `hashMod` empty
     /// blocks (a sparse file), and syncs the file and its directory.
-    public static func create(path: String, hashMod: Int, segmentIndex: Int) throws -> RegistryFile {
+    public static func create(path: String, hashMod: Int, segmentIndex: Int, io: any FileIO = PosixFileIO()) throws -> RegistryFile {
         guard hashMod >= 1, hashMod <= maxHashMod else {
             throw SOPError(.invalidArgument, "registry hashMod \(hashMod) is not in 1...\(maxHashMod)", path: path)
         }
@@ -74,24 +74,32 @@ public final class RegistryFile: Sendable {
         header.withUnsafeMutableBytes { b in
             b.storeLE(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[..<crcOffset])), at: crcOffset)
         }
-        let file = try SOPFile.open(path, create: true, exclusive: true)
+        // Built under a temporary name and renamed into place, so a crash never leaves a
+        // registry file without its header or geometry.
+        guard !io.exists(path) else { throw SOPError(.io, "registry file already exists", path: path) }
+        let tmp = path + ".tmp-new"
+        try io.remove(tmp)
+        let staging = try io.open(tmp, create: true, exclusive: true)
         do {
-            try file.write(header, at: 0)
-            try file.truncate(to: UInt64(blockSize) * UInt64(1 + 2 * hashMod))
-            try file.sync()
-            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: path))
+            try staging.write(header, at: 0)
+            try staging.truncate(to: UInt64(blockSize) * UInt64(1 + 2 * hashMod))
+            try staging.sync()
+            staging.close()
+            try io.rename(tmp, to: path)
+            try io.syncDirectory(FileSystem.parentDirectory(of: path))
         } catch {
-            file.close()
+            staging.close()
             throw error
         }
+        let file = try io.open(path, create: false, exclusive: false)
         return RegistryFile(file: file, hashMod: hashMod, segmentIndex: segmentIndex)
     }
 
     /// Opens an existing registry file and validates its header: ``SOPError/Code/corrupt``
     /// for a bad magic, checksum or geometry, ``SOPError/Code/unsupportedFormat`` for an
     /// unknown format version.
-    public static func open(path: String) throws -> RegistryFile {
-        let file = try SOPFile.open(path, create: false)
+    public static func open(path: String, io: any FileIO = PosixFileIO()) throws -> RegistryFile {
+        let file = try io.open(path, create: false, exclusive: false)
         do {
             let header = try file.read(at: 0, count: blockSize)
             let (hashMod, segmentIndex) = try header.withUnsafeBytes { b -> (Int, Int) in
@@ -257,7 +265,7 @@ public final class RegistryFile: Sendable {
     /// log, not yet checkpointed past, brings up to date). After this returns both slots
     /// hold the new image, so later damage to one slot is survived with no loss, and damage
     /// to both is reported as corruption.
-    public func writeBlocks(_ blocks: [(index: Int, handles: [Handle])]) throws {
+    public func writeBlocks(_ blocks: [(index: Int, handles: [Handle])], betweenSlots: () throws -> Void = {}) throws {
         if blocks.isEmpty { return }
         var images: [(index: Int, sequence: UInt64, target: Int, bytes: [UInt8])] = []
         images.reserveCapacity(blocks.count)
@@ -279,6 +287,7 @@ public final class RegistryFile: Sendable {
         }
         for i in images { try file.write(i.bytes, at: Self.slotOffset(i.index, i.target)) }
         try file.dataSync()
+        try betweenSlots()
         for i in images {
             try file.write(i.bytes, at: Self.slotOffset(i.index, 1 - i.target))
             remember(i.index, sequence: i.sequence, slot: i.target)
