@@ -128,7 +128,11 @@ func runBenchmark(_ cfg: Config) async throws {
     let timed = Config.timedPhases.filter { cfg.phases.contains($0) }
     if !timed.isEmpty {
         for rep in 1...cfg.repeats {
-            for name in cfg.engines {
+            // Rotate the engine order per repetition, and flush the previous engine's dirty
+            // pages first (untimed), so that no engine pays for another's writeback.
+            let k = (rep - 1) % cfg.engines.count
+            for name in cfg.engines[k...] + cfg.engines[..<k] {
+                sync()
                 let t0 = now()
                 let r = try await runEngine(name, rep: rep, ds: ds, cfg: cfg, base: base)
                 results[name, default: []].append(r)
@@ -142,6 +146,7 @@ func runBenchmark(_ cfg: Config) async throws {
     var limits = MachineLimits()
     if cfg.phases.contains("limits") {
         log("machine limits ...")
+        sync()
         limits.fsyncMedianMs = try measureFsync(dir: base)
         if cfg.seqBytes > 0 {
             limits.seqBytes = cfg.seqBytes
