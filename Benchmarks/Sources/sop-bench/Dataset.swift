@@ -1,0 +1,101 @@
+import Foundation
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast and fully deterministic.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A uniform integer in 0..<bound (Lemire's multiply-shift with rejection).
+    mutating func below(_ bound: Int) -> Int {
+        let b = UInt64(bound)
+        var m = next().multipliedFullWidth(by: b)
+        if m.low < b {
+            let t = (0 &- b) % b
+            while m.low < t { m = next().multipliedFullWidth(by: b) }
+        }
+        return Int(m.high)
+    }
+    /// A permutation of 0..<n (Fisher–Yates, written out so it never depends on the stdlib's shuffle).
+    mutating func permutation(_ n: Int) -> [Int] {
+        var a = Array(0..<n)
+        if n < 2 { return a }
+        for i in stride(from: n - 1, to: 0, by: -1) {
+            a.swapAt(i, below(i + 1))
+        }
+        return a
+    }
+    mutating func bytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(count + 8)
+        while out.count < count {
+            var x = next()
+            for _ in 0..<8 { out.append(UInt8(truncatingIfNeeded: x)); x >>= 8 }
+        }
+        out.removeLast(out.count - count)
+        return out
+    }
+}
+
+/// The workload's data (WORKLOAD.md): identical for every engine.
+struct Dataset: Sendable {
+    static let seed: UInt64 = 20_261_125
+    let n: Int
+    /// `"k%015d"` of the id, as Swift strings (SOP) and as bytes (SQLite, LMDB).
+    let keys: [String]
+    let keyBytes: [[UInt8]]
+    /// base64 of 75 random bytes (100 ASCII characters).
+    let values: [String]
+    let valueBytes: [[UInt8]]
+    /// The second value of each updated id (empty for the others).
+    let values2: [String]
+    let value2Bytes: [[UInt8]]
+    let insertOrder: [Int]
+    let readOrder: [Int]
+    /// The N/10 ids updated, in update order.
+    let updateOrder: [Int]
+    let deleteOrder: [Int]
+
+    init(n: Int) {
+        self.n = n
+        var rng = SplitMix64(seed: Dataset.seed)
+        var keys = [String](), values = [String]()
+        keys.reserveCapacity(n)
+        values.reserveCapacity(n)
+        for id in 0..<n {
+            keys.append(Dataset.key(id))
+            values.append(Data(rng.bytes(75)).base64EncodedString())
+        }
+        insertOrder = rng.permutation(n)
+        readOrder = rng.permutation(n)
+        updateOrder = Array(rng.permutation(n).prefix(n / 10))
+        deleteOrder = rng.permutation(n)
+        var values2 = [String](repeating: "", count: n)
+        for id in updateOrder {
+            var v: String
+            repeat { v = Data(rng.bytes(75)).base64EncodedString() } while v == values[id]
+            values2[id] = v
+        }
+        self.keys = keys
+        self.values = values
+        self.values2 = values2
+        keyBytes = keys.map { Array($0.utf8) }
+        valueBytes = values.map { Array($0.utf8) }
+        value2Bytes = values2.map { Array($0.utf8) }
+    }
+
+    static func key(_ id: Int) -> String {
+        let s = String(id)
+        return "k" + String(repeating: "0", count: max(0, 15 - s.count)) + s
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
