@@ -23,6 +23,22 @@ package typealias EngineNode<K: Sendable> = BTreeNode<KeyBox<K>, ValueBox>
 package struct JSONCoder<T: Codable & Sendable>: Sendable {
     package init() {}
 
+    /// Whether encoded bytes are worth keeping with each key: for types with a fast path
+    /// (String, Int, Int64, JSONValue) re-encoding costs less than keeping a second copy.
+    package var cachesBytes: Bool {
+        !(T.self == String.self || T.self == Int.self || T.self == Int64.self || T.self == JSONValue.self)
+    }
+
+    /// Appends the JSON text of `v` (fast paths only; see ``cachesBytes``).
+    @inline(__always)
+    package func appendFast(_ v: T, to out: inout [UInt8]) -> Bool {
+        if let s = v as? String { JSONBytes.appendString(s, to: &out); return true }
+        if let i = v as? Int { JSONBytes.appendInt(Int64(i), to: &out); return true }
+        if let i = v as? Int64 { JSONBytes.appendInt(i, to: &out); return true }
+        if let j = v as? JSONValue { j.write(to: &out); return true }
+        return false
+    }
+
     package func encode(_ v: T) throws -> [UInt8] {
         if let s = v as? String {
             var out: [UInt8] = []
@@ -78,23 +94,76 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
     }
 }
 
-/// Converts between engine nodes and their stored JSON form.
+/// Converts between engine nodes and their stored JSON form (see `docs/format.md`). Encoding
+/// writes the JSON directly from the node, splicing each item's kept bytes; decoding finds
+/// item boundaries with `NodeCodec` and decodes only the keys.
 package enum NodeFormat {
-    package static func encode<K>(_ n: EngineNode<K>, resolving pending: [Int: SOPID] = [:]) throws -> [UInt8] {
-        var raw = NodeCodec.RawNode(id: n.id, items: [], separators: [], children: n.children)
-        raw.items.reserveCapacity(n.items.count)
-        for it in n.items {
-            let v: NodeCodec.RawValue
-            switch it.value {
-            case .inline(let b): v = .inline(b)
-            case .blob(let id): v = .blob(id)
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    @inline(__always)
+    static func appendHex(_ id: SOPID, to out: inout [UInt8]) {
+        hexDigits.withUnsafeBufferPointer { d in
+            var v = id.high
+            for _ in 0..<16 { out.append(d[Int(v >> 60)]); v <<= 4 }
+            v = id.low
+            for _ in 0..<16 { out.append(d[Int(v >> 60)]); v <<= 4 }
+        }
+    }
+
+    @inline(__always)
+    static func append(_ text: StaticString, to out: inout [UInt8]) {
+        text.withUTF8Buffer { out.append(contentsOf: $0) }
+    }
+
+    @inline(__always)
+    static func appendKey<K>(_ k: KeyBox<K>, coder: JSONCoder<K>, to out: inout [UInt8]) throws {
+        if !k.bytes.isEmpty {
+            out.append(contentsOf: k.bytes)
+        } else if !coder.appendFast(k.key, to: &out) {
+            out.append(contentsOf: try coder.encode(k.key))
+        }
+    }
+
+    package static func encode<K>(_ n: EngineNode<K>, coder: JSONCoder<K>) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(96 + n.items.count * 160 + n.separators.count * 80 + n.children.count * 35)
+        append("{\"format\":1,\"id\":\"", to: &out)
+        appendHex(n.id, to: &out)
+        append("\",\"items\":[", to: &out)
+        for i in n.items.indices {
+            append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
+            try appendKey(n.items[i].key, coder: coder, to: &out)
+            append(",\"id\":\"", to: &out)
+            appendHex(n.items[i].id, to: &out)
+            switch n.items[i].value {
+            case .inline(let b):
+                append("\",\"v\":", to: &out)
+                out.append(contentsOf: b)
+            case .blob(let id):
+                append("\",\"vb\":\"", to: &out)
+                appendHex(id, to: &out)
+                out.append(UInt8(ascii: "\""))
             case .pending:
                 throw SOPError(.internalError, "a separate value was not written before its node")
             }
-            raw.items.append(NodeCodec.RawItem(key: it.key.bytes, id: it.id, value: v))
+            out.append(UInt8(ascii: "}"))
         }
-        raw.separators = n.separators.map { NodeCodec.RawSeparator(key: $0.key.bytes, id: $0.id) }
-        return NodeCodec.encode(raw)
+        append("],\"separators\":[", to: &out)
+        for i in n.separators.indices {
+            append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
+            try appendKey(n.separators[i].key, coder: coder, to: &out)
+            append(",\"id\":\"", to: &out)
+            appendHex(n.separators[i].id, to: &out)
+            append("\"}", to: &out)
+        }
+        append("],\"children\":[", to: &out)
+        for i in n.children.indices {
+            append(i == 0 ? "\"" : ",\"", to: &out)
+            appendHex(n.children[i], to: &out)
+            out.append(UInt8(ascii: "\""))
+        }
+        append("]}", to: &out)
+        return out
     }
 
     package static func decode<K>(_ bytes: [UInt8], expectedID: SOPID, coder: JSONCoder<K>) throws -> EngineNode<K> {
@@ -102,6 +171,7 @@ package enum NodeFormat {
         guard raw.id == expectedID else {
             throw SOPError(.corrupt, "node blob holds node \(raw.id), expected \(expectedID)")
         }
+        let keep = coder.cachesBytes
         if raw.children.isEmpty {
             let keys = try coder.decodeAll(raw.items.map(\.key))
             var items: [BTreeItem<KeyBox<K>, ValueBox>] = []
@@ -112,26 +182,18 @@ package enum NodeFormat {
                 case .inline(let b): v = .inline(b)
                 case .blob(let id): v = .blob(id)
                 }
-                items.append(BTreeItem(key: KeyBox(key: keys[i], bytes: r.key), id: r.id, value: v))
+                items.append(BTreeItem(key: KeyBox(key: keys[i], bytes: keep ? r.key : []), id: r.id, value: v))
             }
             return BTreeNode(id: raw.id, items: items)
         }
         let keys = try coder.decodeAll(raw.separators.map(\.key))
-        let seps = raw.separators.enumerated().map { i, s in Separator(key: KeyBox(key: keys[i], bytes: s.key), id: s.id) }
+        let seps = raw.separators.enumerated().map { i, s in
+            Separator(key: KeyBox(key: keys[i], bytes: keep ? s.key : []), id: s.id)
+        }
         return BTreeNode(id: raw.id, separators: seps, children: raw.children)
     }
 
-    /// Rough in-memory cost of a node, for the byte-bounded cache.
-    package static func cost<K>(_ n: EngineNode<K>) -> Int {
-        var c = 64 + n.children.count * 16
-        for it in n.items {
-            c += 48 + it.key.bytes.count * 2
-            switch it.value {
-            case .inline(let b), .pending(let b): c += b.count + 16
-            case .blob: c += 16
-            }
-        }
-        for s in n.separators { c += 40 + s.key.bytes.count * 2 }
-        return c
-    }
+    /// In-memory cost of a node for the byte-bounded cache, estimated from its encoded size
+    /// (decoded nodes take about twice their JSON).
+    package static func cost(encodedSize: Int) -> Int { 256 + encodedSize * 2 }
 }

@@ -68,7 +68,7 @@ final class Engine: Sendable {
         } catch let e as SOPError where e.code == .corrupt || e.code == .unsupportedFormat {
             throw SOPError(e.code, "node \(handle.logicalID): \(e.message)", path: e.path ?? path)
         }
-        cache.put(key, node, cost: NodeFormat.cost(node))
+        cache.put(key, node, cost: NodeFormat.cost(encodedSize: bytes.count))
         return node
     }
 

@@ -53,7 +53,8 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     }
 
     private func box(_ k: Key) throws -> KeyBox<Key> {
-        KeyBox(key: k, bytes: try repository.keyCoder.encode(k))
+        let c = repository.keyCoder
+        return KeyBox(key: k, bytes: c.cachesBytes ? try c.encode(k) : [])
     }
 
     private func probe(_ k: Key) -> KeyBox<Key> { KeyBox(key: k, bytes: []) }

@@ -22,6 +22,8 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
     var observedCountVersion: UInt64?
     /// Bumped by every change; cursors re-seek when it moved.
     var modifications = 0
+    /// Encoded sizes of the nodes written by the commit (for the cache's byte accounting).
+    var encodedSizes: [SOPID: Int] = [:]
 
     init(transaction: Transaction, info: StoreInfo, isNew: Bool) {
         self.transaction = transaction
@@ -79,10 +81,12 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
     func prepareNodes() async throws -> [(id: SOPID, bytes: [UInt8])] {
         // Separate values first: the nodes refer to them by physical ID.
         var pending: [(node: SOPID, index: Int, bytes: [UInt8])] = []
-        for (id, c) in changes where c != .removed {
-            guard let n = working[id] else { continue }
-            for (i, it) in n.items.enumerated() {
-                if case .pending(let b) = it.value { pending.append((id, i, b)) }
+        if info.options.valuePlacement != .inNode {
+            for (id, c) in changes where c != .removed {
+                guard let n = working[id] else { continue }
+                for i in n.items.indices {
+                    if case .pending(let b) = n.items[i].value { pending.append((id, i, b)) }
+                }
             }
         }
         if !pending.isEmpty {
@@ -93,7 +97,9 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
         out.reserveCapacity(changes.count)
         for (id, c) in changes where c != .removed {
             guard let n = working[id] else { throw SOPError(.internalError, "changed node \(id) is missing") }
-            out.append((id, try NodeFormat.encode(n)))
+            let bytes = try NodeFormat.encode(n, coder: keyCoder)
+            encodedSizes[id] = bytes.count
+            out.append((id, bytes))
         }
         return out
     }
@@ -102,7 +108,7 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
         let cache = transaction.engine.cache
         for (id, c) in changes where c != .removed {
             guard let p = physical[id], let n = working[id] else { continue }
-            cache.put(NodeCache.Key(physical: p, type: typeTag), n, cost: NodeFormat.cost(n))
+            cache.put(NodeCache.Key(physical: p, type: typeTag), n, cost: NodeFormat.cost(encodedSize: encodedSizes[id] ?? 0))
         }
     }
 }
