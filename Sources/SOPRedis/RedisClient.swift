@@ -18,7 +18,12 @@ import Darwin
 ///   (the other commands in flight on it fail too, naming the timed-out one).
 /// - When a connection drops, the commands in flight on it fail with an error naming the
 ///   command and the address; the next command opens a new connection. After a failed
-///   connection attempt the next one waits an exponentially growing, capped back-off.
+///   connection attempt, the next attempt on that pooled slot waits an exponentially growing
+///   back-off (``RedisConfiguration/reconnectBackoff`` doubling up to
+///   ``RedisConfiguration/maxReconnectBackoff``, reset by a success). A command that arrives
+///   during the back-off waits it out when it is shorter than the command timeout and
+///   otherwise fails at once with the last connection error; commands never retry by
+///   themselves (a command lost with its connection may or may not have run).
 /// - An unreachable server throws `SOPError(.io, "cannot connect to redis at host:port: …")`
 ///   within ``RedisConfiguration/connectTimeout``.
 /// - TLS (`rediss://`) is not supported.

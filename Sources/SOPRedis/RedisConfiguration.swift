@@ -28,7 +28,7 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// First wait before reconnecting after a failed connection attempt; doubles per failure.
     public var reconnectBackoff: Duration = .milliseconds(50)
     /// The longest wait between reconnection attempts.
-    public var maxReconnectBackoff: Duration = .seconds(2)
+    public var maxReconnectBackoff: Duration = .seconds(1)
 
     /// A configuration for `host:port`.
     public init(host: String = "127.0.0.1", port: Int = 6379, user: String? = nil, password: String? = nil, database: Int = 0) {
