@@ -89,7 +89,7 @@ public final class RedisClient: Sendable {
         guard let name = args.first else { throw SOPError(.invalidArgument, "empty redis command") }
         var buffer = ByteBuffer()
         RESPEncoder.writeCommand(args, into: &buffer)
-        return try Self.checked(try await execute(buffer, count: 1, name: name)[0])
+        return try Self.checked(try await execute(buffer, count: 1, name: name.uppercased())[0])
     }
 
     /// Sends one command whose arguments are raw bytes (binary-safe values).
@@ -97,7 +97,7 @@ public final class RedisClient: Sendable {
         guard let first = args.first else { throw SOPError(.invalidArgument, "empty redis command") }
         var buffer = ByteBuffer()
         RESPEncoder.writeCommand(args, into: &buffer)
-        return try Self.checked(try await execute(buffer, count: 1, name: String(decoding: first, as: UTF8.self))[0])
+        return try Self.checked(try await execute(buffer, count: 1, name: String(decoding: first, as: UTF8.self).uppercased())[0])
     }
 
     /// Sends one command whose arguments are the readable bytes of buffers.
@@ -105,7 +105,7 @@ public final class RedisClient: Sendable {
         guard let first = args.first else { throw SOPError(.invalidArgument, "empty redis command") }
         var buffer = ByteBuffer()
         RESPEncoder.writeCommand(args, into: &buffer)
-        return try Self.checked(try await execute(buffer, count: 1, name: String(buffer: first))[0])
+        return try Self.checked(try await execute(buffer, count: 1, name: String(buffer: first).uppercased())[0])
     }
 
     /// Sends many commands in one write on one connection and returns their replies in order:
@@ -119,7 +119,7 @@ public final class RedisClient: Sendable {
             guard !c.isEmpty else { throw SOPError(.invalidArgument, "empty redis command in pipeline") }
             RESPEncoder.writeCommand(c, into: &buffer)
         }
-        return try await execute(buffer, count: commands.count, name: commands[0][0])
+        return try await execute(buffer, count: commands.count, name: Self.pipelineName(commands[0][0], commands.count))
     }
 
     /// ``pipeline(_:)-([[String]])`` with binary arguments.
@@ -130,7 +130,12 @@ public final class RedisClient: Sendable {
             guard !c.isEmpty else { throw SOPError(.invalidArgument, "empty redis command in pipeline") }
             RESPEncoder.writeCommand(c, into: &buffer)
         }
-        return try await execute(buffer, count: commands.count, name: String(decoding: commands[0][0], as: UTF8.self))
+        return try await execute(
+            buffer, count: commands.count, name: Self.pipelineName(String(decoding: commands[0][0], as: UTF8.self), commands.count))
+    }
+
+    private static func pipelineName(_ first: String, _ count: Int) -> String {
+        count == 1 ? first.uppercased() : "\(first.uppercased()) (first of \(count) pipelined)"
     }
 
     /// The reply itself, or `SOPError(.io, "redis error: …")` for an error reply.
@@ -332,7 +337,7 @@ final class RedisConnection: Sendable {
 
     func execute(_ buffer: ByteBuffer, count: Int, name: String, timeout: Duration) async throws -> [RESPValue] {
         let promise = channel.eventLoop.makePromise(of: [RESPValue].self)
-        let request = RedisRequest(buffer: buffer, count: count, name: name.uppercased(), timeout: timeout, promise: promise)
+        let request = RedisRequest(buffer: buffer, count: count, name: name, timeout: timeout, promise: promise)
         let written = channel.eventLoop.makePromise(of: Void.self)
         // A write that never reached the handler (the channel closed first) must not leave
         // the caller waiting; failing an already completed promise is a no-op.

@@ -136,6 +136,11 @@ struct ClientTests {
             // Once the server is awake again, the client works on a new connection.
             try await Task.sleep(for: .milliseconds(700))
             #expect(try await client.send(["PING"]) == .simpleString("PONG"))
+            // A pipeline has one deadline for the whole batch.
+            let p = await sopError { _ = try await client.pipeline([["ping"], ["DEBUG", "SLEEP", "0.6"]]) }
+            #expect(p?.message == "redis command PING (first of 2 pipelined) timed out after 200 ms", "\(String(describing: p))")
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(try await client.pipeline([["PING"]]) == [.simpleString("PONG")])
             await client.close()
         }
     }
