@@ -15,12 +15,22 @@ let package = Package(
     dependencies: [
         // Command-line parsing for the `sop` tool (apple/, listed in the README).
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Event-loop networking for the Redis adapter's RESP client (SOPRedis only).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
     ],
     targets: [
         .target(name: "SOPCore", swiftSettings: strict),
         .target(name: "SOPBTree", dependencies: ["SOPCore"], swiftSettings: strict),
         .target(name: "SOPFileSystem", dependencies: ["SOPCore"], swiftSettings: strict),
         .target(name: "SOPInMemory", dependencies: ["SOPCore"], swiftSettings: strict),
+        .target(
+            name: "SOPRedis",
+            dependencies: [
+                "SOPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         .target(name: "SOP", dependencies: ["SOPCore", "SOPBTree", "SOPFileSystem", "SOPInMemory"], swiftSettings: strict),
         .executableTarget(
             name: "SOPCLI",
@@ -30,6 +40,13 @@ let package = Package(
         .testTarget(name: "SOPBTreeTests", dependencies: ["SOPBTree"], swiftSettings: strict),
         .testTarget(name: "SOPFileSystemTests", dependencies: ["SOPFileSystem"], swiftSettings: strict),
         .testTarget(name: "SOPTests", dependencies: ["SOP", "SOPInMemory", "SOPFileSystem"], swiftSettings: strict),
+        .testTarget(
+            name: "SOPRedisTests",
+            dependencies: [
+                "SOPRedis", "SOPCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "SOPCLITests", dependencies: ["SOP", "SOPCLI"], swiftSettings: strict),
     ]
 )
