@@ -357,22 +357,32 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Index of the first item not before `bound` (binary search).
     private func partition(_ items: [Item], _ bound: Bound) -> Int {
-        var lo = 0, hi = items.count
-        while lo < hi {
-            let mid = (lo &+ hi) >> 1
-            if isBefore(items[mid].key, items[mid].id, bound) { lo = mid + 1 } else { hi = mid }
+        // Through a buffer pointer: each probe reads the key and ID in place instead of
+        // copying the whole item (which, unspecialized, retains every field).
+        items.withUnsafeBufferPointer { b in
+            var lo = 0, hi = b.count
+            let base = b.baseAddress
+            while lo < hi {
+                let mid = (lo &+ hi) >> 1
+                let p = base! + mid
+                if isBefore(p.pointee.key, p.pointee.id, bound) { lo = mid + 1 } else { hi = mid }
+            }
+            return lo
         }
-        return lo
     }
 
     /// The child to descend into: the number of separators `s` with `s <= bound` (an item equal
     /// to a separator lives right of it). That child holds the first item not before `bound`,
     /// unless all its items are before it (then the next leaf's first item is the one).
     private func partition(_ seps: [Separator<Key>], _ bound: Bound) -> Int {
+        seps.withUnsafeBufferPointer { b in partition(b, bound) }
+    }
+
+    private func partition(_ seps: UnsafeBufferPointer<Separator<Key>>, _ bound: Bound) -> Int {
         var lo = 0, hi = seps.count
         while lo < hi {
             let mid = (lo &+ hi) >> 1
-            let s = seps[mid]
+            let s = (seps.baseAddress! + mid).pointee
             let routesRight: Bool
             if case .exact(let k, let i) = bound {
                 let c = compare(s.key, k)
