@@ -15,7 +15,7 @@ struct SOPCommand: AsyncParsableCommand {
             created when it does not exist. Keys and values are JSON texts: '"ada"', '42', '{"born":1815}'.
             """,
         subcommands: [CreateStore.self, DropStore.self, Put.self, Add.self, Get.self, Delete.self, Import.self,
-                      Scan.self, Stores.self, Check.self])
+                      Scan.self, Stores.self, Check.self, Workload.self])
 }
 
 func databasePath() throws -> String {

@@ -69,7 +69,8 @@ public struct Handle: Sendable, Equatable {
 
     /// Decodes 62 bytes at `offset`; throws ``SOPError/Code/corrupt`` on impossible flag bytes.
     public init(decoding b: [UInt8], at offset: Int) throws {
-        guard offset >= 0, offset + Handle.encodedSize <= b.count else {
+        // `offset <= count - size`, not `offset + size <= count`: no overflow trap for a huge offset.
+        guard offset >= 0, offset <= b.count - Handle.encodedSize else {
             throw SOPError(.corrupt, "handle record is truncated")
         }
         logicalID = SOPID(bytes: b, at: offset)

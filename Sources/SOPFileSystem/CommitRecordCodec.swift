@@ -62,7 +62,10 @@ enum CommitRecordCodec {
             switch try r.u8() {
             case 1:
                 let raw = try r.take(Handle.encodedSize)
-                let h = try Handle(decoding: raw, at: 0)
+                let h: Handle
+                do { h = try Handle(decoding: raw, at: 0) } catch let e as SOPError {
+                    throw r.error(e.message)   // the same error, naming the file and offset
+                }
                 guard h.logicalID == logical else { throw r.error("handle does not match its logical ID") }
                 rec.handles.append(HandleChange(store: store, logicalID: logical, handle: h))
             case 0:
