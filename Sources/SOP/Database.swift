@@ -1,6 +1,7 @@
 import SOPCore
 import SOPFileSystem
 import SOPInMemory
+import Synchronization
 
 /// How processes sharing a database coordinate.
 public enum Coordination: Sendable, Equatable {
@@ -46,6 +47,12 @@ final class Engine: Sendable {
     let l2: (any L2Cache)?
     let options: DatabaseOptions
     let path: String
+    /// Transactions between taking their first lock and releasing their last. When none
+    /// other than the caller is there, no lock can be held by another transaction, and a
+    /// validation may skip looking up the locks of what it read.
+    let lockHolders = Atomic<Int>(0)
+    /// True when every lock holder is in this process (standalone), so ``lockHolders`` is exact.
+    var lockCountIsExact: Bool { options.coordination == .standalone }
 
     init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, l2: (any L2Cache)?,
          options: DatabaseOptions, path: String) {

@@ -251,6 +251,7 @@ public final class Transaction: @unchecked Sendable {
         let keys = heldLocks
         heldLocks = []
         try? await engine.locker.unlock(keys, owner: id)
+        engine.lockHolders.subtract(1, ordering: .sequentiallyConsistent)
     }
 
     private func lockWriteSet() async throws {
@@ -263,7 +264,10 @@ public final class Transaction: @unchecked Sendable {
         }
         for name in dropped.keys { keys.append(Engine.lockKey(storeName: name)) }
         keys.sort()
+        if keys.isEmpty { return }
+        engine.lockHolders.add(1, ordering: .sequentiallyConsistent)
         if let busy = try await engine.locker.tryLock(keys, owner: id, ttl: maxDuration) {
+            engine.lockHolders.subtract(1, ordering: .sequentiallyConsistent)
             throw SOPError(.conflict, "another transaction is committing a change to the same data (\(busy))")
         }
         heldLocks = keys
@@ -275,6 +279,10 @@ public final class Transaction: @unchecked Sendable {
 
     private func validate() async throws {
         let storage = engine.storage
+        // Versions first, then locks: a lock seen is a commit in flight. With no other
+        // transaction holding locks at all (standalone only knows), skip the lock look-ups.
+        let othersMayHoldLocks = engine.lockHolders.load(ordering: .sequentiallyConsistent) > (heldLocks.isEmpty ? 0 : 1)
+            || !engine.lockCountIsExact
         for (name, w) in works {
             let current = storage.storeInfo(named: name)
             if w.isNew {
@@ -284,7 +292,8 @@ public final class Transaction: @unchecked Sendable {
             guard let current, current.id == w.info.id else {
                 throw conflict("store '\(name)' was dropped or re-created")
             }
-            if let owner = try await engine.locker.owner(of: Engine.lockKey(storeName: name)), owner != id {
+            if othersMayHoldLocks, let owner = try await engine.locker.owner(of: Engine.lockKey(storeName: name)),
+               owner != id {
                 throw conflict("store '\(name)' is being dropped")
             }
             if let seen = w.observedCountVersion, seen != current.countVersion {
@@ -296,7 +305,8 @@ public final class Transaction: @unchecked Sendable {
                 guard let h = storage.handle(store: w.info.id, logicalID: node), h.version == version else {
                     throw conflict("node \(node) of store '\(name)' changed")
                 }
-                if !written, let owner = try await engine.locker.owner(of: Engine.lockKey(store: w.info.id, node: node)),
+                if !written, othersMayHoldLocks,
+                   let owner = try await engine.locker.owner(of: Engine.lockKey(store: w.info.id, node: node)),
                    owner != id {
                     throw conflict("node \(node) of store '\(name)' is being committed by another transaction")
                 }
