@@ -12,8 +12,9 @@ public struct CheckReport: Sendable, Codable {
         public var items: Int64
         /// Nodes reached from the root.
         public var nodes: Int
-        /// Whether key order was verified (it is for stores whose keys are JSON scalars or
-        /// `JSONValue`; other key types are ordered by Swift code the checker does not have).
+        /// Whether key order was verified (it is for stores with an index specification and
+        /// stores whose keys are JSON scalars or `JSONValue`; other key types are ordered by
+        /// Swift code the checker does not have).
         public var orderChecked: Bool
     }
 
@@ -44,7 +45,7 @@ extension Database {
             let tx = try await beginTransaction(.forReading)
             do {
                 let store = try await tx.store(info.name, key: JSONValue.self, value: JSONValue.self)
-                let ordered = jsonOrderedKeyTypes.contains(info.keyType)
+                let ordered = jsonOrderedKeyTypes.contains(info.keyType) || info.indexSpecification != nil
                 let tree: BTree<TxNodeRepository<JSONValue, JSONValue>>
                 if ordered {
                     tree = store.tree

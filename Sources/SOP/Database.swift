@@ -1,4 +1,5 @@
 import SOPCore
+import Synchronization
 import SOPFileSystem
 import SOPInMemory
 import Synchronization
@@ -53,6 +54,8 @@ final class Engine: Sendable {
     let lockHolders = Atomic<Int>(0)
     /// True when every lock holder is in this process (standalone), so ``lockHolders`` is exact.
     var lockCountIsExact: Bool { options.coordination == .standalone }
+    /// Reads counted for tests and measurements (value blobs fetched, node blobs loaded).
+    let reads = Mutex(ReadStatistics())
 
     init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, l2: (any L2Cache)?,
          options: DatabaseOptions, path: String) {
@@ -69,6 +72,7 @@ final class Engine: Sendable {
         let key = NodeCache.Key(physical: handle.active, type: typeTag)
         if let hit = cache.get(key) as? EngineNode<K> { return hit }
         let bytes = try await readBlob(handle.active)
+        reads.withLock { $0.nodeBlobReads += 1; $0.nodeBlobBytes += bytes.count }
         let node: EngineNode<K>
         do {
             node = try NodeFormat.decode(bytes, expectedID: handle.logicalID, coder: coder)
@@ -77,6 +81,13 @@ final class Engine: Sendable {
         }
         cache.put(key, node, cost: NodeFormat.cost(encodedSize: bytes.count))
         return node
+    }
+
+    /// Reads a separately stored value (through the L2 cache), counting it.
+    func readValueBlob(_ physical: SOPID) async throws -> [UInt8] {
+        let bytes = try await readBlob(physical)
+        reads.withLock { $0.valueBlobReads += 1; $0.valueBlobBytes += bytes.count }
+        return bytes
     }
 
     /// Reads a blob through the L2 cache.
@@ -197,8 +208,26 @@ public final class Database: Sendable {
         engine.storage.stores()
     }
 
+    /// Blobs read since the database was opened (tests and measurements): separately stored
+    /// values fetched, and nodes loaded because they were not in the L1 cache.
+    package var readStatistics: ReadStatistics {
+        engine.reads.withLock { $0 }
+    }
+
     /// Statistics of the L1 node cache.
     public var cacheStatistics: (bytes: Int, entries: Int, hits: Int, misses: Int) {
         engine.cache.statistics
     }
+}
+
+/// Counts of blobs read by an open database (see ``Database/readStatistics``).
+package struct ReadStatistics: Sendable, Equatable {
+    /// Separately stored values fetched (from the L2 cache or the log).
+    package var valueBlobReads = 0
+    /// Their bytes.
+    package var valueBlobBytes = 0
+    /// Nodes loaded that were not in the L1 cache.
+    package var nodeBlobReads = 0
+    /// Their encoded bytes.
+    package var nodeBlobBytes = 0
 }

@@ -22,26 +22,36 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     let transaction: Transaction
     let repository: TxNodeRepository<Key, Value>
     let tree: BTree<TxNodeRepository<Key, Value>>
-    let compare: @Sendable (Key, Key) -> Int
+    let ordering: KeyOrdering<Key>
 
-    init(transaction: Transaction, repository: TxNodeRepository<Key, Value>, compare: @escaping @Sendable (Key, Key) -> Int) {
+    init(transaction: Transaction, repository: TxNodeRepository<Key, Value>, ordering: KeyOrdering<Key>) {
         self.transaction = transaction
         self.repository = repository
-        self.compare = compare
-        self.tree = Store.makeTree(repository, compare: compare)
+        self.ordering = ordering
+        self.tree = Store.makeTree(repository, ordering: ordering)
     }
 
     static func makeTree(_ repository: TxNodeRepository<Key, Value>,
-                         compare: @escaping @Sendable (Key, Key) -> Int) -> BTree<TxNodeRepository<Key, Value>> {
+                         ordering: KeyOrdering<Key>) -> BTree<TxNodeRepository<Key, Value>> {
         BTree(rootID: repository.info.rootID, slotLength: repository.info.options.slotLength,
               isUnique: repository.info.options.isUnique,
-              compare: { a, b in compare(a.key, b.key) }, repository: repository)
+              compare: ordering.compareBoxes, repository: repository)
     }
+
+    /// The key order: negative, zero or positive.
+    var compare: @Sendable (Key, Key) -> Int { ordering.compare }
 
     /// The store's name.
     public var name: String { repository.info.name }
-    /// The options the store was created with.
-    public var options: StoreOptions { repository.info.options }
+    /// The options the store was created with (``StoreOptions/indexSpecification`` included).
+    public var options: StoreOptions {
+        var o = repository.info.options
+        o.indexSpecification = repository.info.indexSpecification
+        return o
+    }
+
+    /// The store's index specification, when its keys are ordered by fields.
+    public var indexSpecification: IndexSpecification? { repository.info.indexSpecification }
 
     /// Number of items, this transaction's changes included. Reading it makes the commit
     /// check that no other transaction changed the count meanwhile.
@@ -52,12 +62,18 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         return repository.info.count + repository.countDelta
     }
 
+    /// A key to store: validated, with its encoded bytes when the key type keeps them.
     private func box(_ k: Key) throws -> KeyBox<Key> {
+        try ordering.validate?(k)
         let c = repository.keyCoder
         return KeyBox(key: k, bytes: c.cachesBytes ? try c.encode(k) : [])
     }
 
-    private func probe(_ k: Key) -> KeyBox<Key> { KeyBox(key: k, bytes: []) }
+    /// A key to search for: validated; encoded only when the ordering compares encodings.
+    func probe(_ k: Key) throws -> KeyBox<Key> {
+        try ordering.validate?(k)
+        return KeyBox(key: k, bytes: ordering.comparesEncodings ? try repository.keyCoder.encode(k) : [])
+    }
 
     private func boxValue(_ v: Value) throws -> ValueBox {
         let b = try repository.valueCoder.encode(v)
@@ -101,7 +117,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func update(_ key: Key, _ value: Value) async throws -> Bool {
         try writable()
-        return try await tree.update(probe(key), try boxValue(value))
+        return try await tree.update(try probe(key), try boxValue(value))
     }
 
     /// Replaces the value of the item under the cursor. Returns `false` when the cursor is on none.
@@ -111,11 +127,22 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         return try await tree.updateCurrentValue(try boxValue(value))
     }
 
+    /// Replaces the key of the item under the cursor with `key`, which must be equal to it in
+    /// the store's order: for a store with an ``IndexSpecification`` this changes the
+    /// fields that are not indexed (metadata) in place. Returns `false` when the cursor is on
+    /// no item; throws ``SOPError/Code/invalidArgument`` (changing nothing) when `key` would
+    /// move the item.
+    @discardableResult
+    public func updateCurrentKey(_ key: Key) async throws -> Bool {
+        try writable()
+        return try await tree.updateCurrentKey(try box(key))
+    }
+
     /// Removes the first item with this key. Returns `false` when there is none.
     @discardableResult
     public func remove(_ key: Key) async throws -> Bool {
         try writable()
-        let ok = try await tree.remove(probe(key))
+        let ok = try await tree.remove(try probe(key))
         if ok { repository.countDelta -= 1 }
         return ok
     }
@@ -124,7 +151,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func remove(_ key: Key, id: SOPID) async throws -> Bool {
         try writable()
-        let ok = try await tree.remove(probe(key), id: id)
+        let ok = try await tree.remove(try probe(key), id: id)
         if ok { repository.countDelta -= 1 }
         return ok
     }
@@ -145,14 +172,14 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func find(_ key: Key) async throws -> Bool {
         try readable()
-        return try await tree.find(probe(key))
+        return try await tree.find(try probe(key))
     }
 
     /// Positions the cursor on the item with this key and ID.
     @discardableResult
     public func find(_ key: Key, id: SOPID) async throws -> Bool {
         try readable()
-        return try await tree.find(probe(key), id: id)
+        return try await tree.find(try probe(key), id: id)
     }
 
     /// Positions the cursor on the last item with `key` (`true`), else on the last item
@@ -160,7 +187,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func findLast(_ key: Key) async throws -> Bool {
         try readable()
-        return try await tree.findLast(probe(key))
+        return try await tree.findLast(try probe(key))
     }
 
     /// Positions the cursor on the smallest item; `false` when the store is empty.
@@ -222,7 +249,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         case .inline(let b), .pending(let b):
             return try repository.valueCoder.decode(b)
         case .blob(let id):
-            let b = try await transaction.engine.readBlob(id)
+            let b = try await transaction.engine.readValueBlob(id)
             return try repository.valueCoder.decode(b)
         }
     }
@@ -230,7 +257,34 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     /// The items with `from <= key <= to` (either bound optional), in key order or reversed.
     /// Iteration uses its own cursor; the store's cursor is not moved.
     public func range(from: Key? = nil, to: Key? = nil, descending: Bool = false) -> ItemSequence<Key, Value> {
-        ItemSequence(store: self, from: from, to: to, descending: descending, keysOnly: false)
+        ItemSequence(store: self, from: from, to: to, descending: descending)
+    }
+
+    /// The keys (with their item IDs) with `from <= key <= to`, in key order or reversed,
+    /// without reading or decoding any value: with ``ValuePlacement/separateBlob`` no value
+    /// blob is read, so a scan over keys (filtering on the metadata they carry) costs only the
+    /// nodes. Iteration uses its own cursor; the store's cursor is not moved.
+    public func keys(from: Key? = nil, to: Key? = nil, descending: Bool = false) -> KeySequence<Key, Value> {
+        KeySequence(store: self, from: from, to: to, descending: descending)
+    }
+
+    /// One page of items for tools: starting at the first item `>= key` (descending: the
+    /// last item `<= key`; `nil`: the first or last item), skips `offset` items and returns
+    /// at most `size`, in the direction asked. The store's cursor is not moved.
+    /// - Throws: ``SOPError/Code/invalidArgument`` for a negative offset or a size outside 0...100,000.
+    public func page(from key: Key?, offset: Int, size: Int, descending: Bool = false) async throws -> [Item<Key, Value>] {
+        guard offset >= 0 else { throw SOPError(.invalidArgument, "page offset must not be negative") }
+        guard (0...100_000).contains(size) else { throw SOPError(.invalidArgument, "page size must be 0...100000") }
+        var walker = RangeWalker(store: self, from: descending ? nil : key, to: descending ? key : nil,
+                                 descending: descending)
+        var skipped = 0
+        var out: [Item<Key, Value>] = []
+        out.reserveCapacity(size)
+        while out.count < size, let it = try await walker.next() {
+            if skipped < offset { skipped += 1; continue }
+            out.append(Item(key: it.key.key, value: try await decodeValue(it.value), id: it.id))
+        }
+        return out
     }
 
     /// Verifies the B-tree's invariants (order, bounds, fill, reachability, count) as this
@@ -238,6 +292,52 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     public func checkInvariants() async throws {
         try readable()
         try await tree.checkInvariants(expectedCount: repository.info.count + repository.countDelta)
+    }
+}
+
+/// Walks `from...to` (either bound optional) with its own cursor, yielding the raw items.
+struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
+    let store: Store<Key, Value>
+    let from: Key?
+    let to: Key?
+    let descending: Bool
+    let tree: BTree<TxNodeRepository<Key, Value>>
+    var lower: KeyBox<Key>?
+    var upper: KeyBox<Key>?
+    var started = false
+    var done = false
+
+    init(store: Store<Key, Value>, from: Key?, to: Key?, descending: Bool) {
+        self.store = store
+        self.from = from
+        self.to = to
+        self.descending = descending
+        self.tree = Store.makeTree(store.repository, ordering: store.ordering)
+    }
+
+    mutating func next() async throws -> BTreeItem<KeyBox<Key>, ValueBox>? {
+        guard !done else { return nil }
+        try store.transaction.checkUsable(writing: false)
+        let moved: Bool
+        if !started {
+            started = true
+            lower = try from.map { try store.probe($0) }
+            upper = try to.map { try store.probe($0) }
+            if descending {
+                if let upper { moved = try await tree.findLast(upper) || tree.currentItem != nil }
+                else { moved = try await tree.last() }
+            } else {
+                if let lower { moved = try await tree.find(lower) || tree.currentItem != nil }
+                else { moved = try await tree.first() }
+            }
+        } else {
+            moved = descending ? try await tree.previous() : try await tree.next()
+        }
+        guard moved, let it = tree.currentItem else { done = true; return nil }
+        let cmp = store.ordering.compareBoxes
+        if descending, let lower, cmp(it.key, lower) < 0 { done = true; return nil }
+        if !descending, let upper, cmp(it.key, upper) > 0 { done = true; return nil }
+        return it
     }
 }
 
@@ -249,47 +349,54 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
     let from: Key?
     let to: Key?
     let descending: Bool
-    let keysOnly: Bool
 
     /// The iterator.
     public func makeAsyncIterator() -> Iterator {
-        Iterator(seq: self, tree: Store.makeTree(store.repository, compare: store.compare))
+        Iterator(walker: RangeWalker(store: store, from: from, to: to, descending: descending))
     }
 
     /// Walks the range with its own cursor.
     public struct Iterator: AsyncIteratorProtocol {
-        let seq: ItemSequence
-        let tree: BTree<TxNodeRepository<Key, Value>>
-        var started = false
-        var done = false
-
-        init(seq: ItemSequence, tree: BTree<TxNodeRepository<Key, Value>>) {
-            self.seq = seq
-            self.tree = tree
-        }
+        var walker: RangeWalker<Key, Value>
 
         /// The next item, or `nil` at the end of the range.
         public mutating func next() async throws -> Item<Key, Value>? {
-            guard !done else { return nil }
-            try seq.store.transaction.checkUsable(writing: false)
-            let cmp = seq.store.compare
-            let moved: Bool
-            if !started {
-                started = true
-                if seq.descending {
-                    if let to = seq.to { moved = try await tree.findLast(KeyBox(key: to, bytes: [])) || tree.currentItem != nil }
-                    else { moved = try await tree.last() }
-                } else {
-                    if let from = seq.from { moved = try await tree.find(KeyBox(key: from, bytes: [])) || tree.currentItem != nil }
-                    else { moved = try await tree.first() }
-                }
-            } else {
-                moved = seq.descending ? try await tree.previous() : try await tree.next()
-            }
-            guard moved, let it = tree.currentItem else { done = true; return nil }
-            if seq.descending, let from = seq.from, cmp(it.key.key, from) < 0 { done = true; return nil }
-            if !seq.descending, let to = seq.to, cmp(it.key.key, to) > 0 { done = true; return nil }
-            return Item(key: it.key.key, value: try await seq.store.decodeValue(it.value), id: it.id)
+            guard let it = try await walker.next() else { return nil }
+            return Item(key: it.key.key, value: try await walker.store.decodeValue(it.value), id: it.id)
+        }
+    }
+}
+
+/// A key of a store and its item's ID (what a keys-only scan yields).
+public struct KeyEntry<Key: Sendable>: Sendable {
+    /// The key.
+    public var key: Key
+    /// The item's ID.
+    public var id: SOPID
+}
+
+/// An ordered range of a store's keys, iterated with `for try await`; values are never read.
+public struct KeySequence<Key: Codable & Sendable, Value: Codable & Sendable>: AsyncSequence {
+    /// Yields keys and item IDs.
+    public typealias Element = KeyEntry<Key>
+    let store: Store<Key, Value>
+    let from: Key?
+    let to: Key?
+    let descending: Bool
+
+    /// The iterator.
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(walker: RangeWalker(store: store, from: from, to: to, descending: descending))
+    }
+
+    /// Walks the range with its own cursor.
+    public struct Iterator: AsyncIteratorProtocol {
+        var walker: RangeWalker<Key, Value>
+
+        /// The next key, or `nil` at the end of the range.
+        public mutating func next() async throws -> KeyEntry<Key>? {
+            guard let it = try await walker.next() else { return nil }
+            return KeyEntry(key: it.key.key, id: it.id)
         }
     }
 }

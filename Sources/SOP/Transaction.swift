@@ -87,24 +87,57 @@ public final class Transaction: @unchecked Sendable {
 
     // MARK: - Stores
 
+    /// How the caller asks a store's keys to be ordered.
+    enum RequestedOrder<K: Codable & Sendable> {
+        /// The key type's `Comparable` order, or a comparator the program passes.
+        case comparator(@Sendable (K, K) -> Int)
+        /// An index specification (`nil`: adopt the one the store has).
+        case index(IndexSpecification?)
+    }
+
     /// Opens the store `name`, creating it (with `options`, or defaults) when this
     /// transaction is for writing and it does not exist yet.
+    ///
+    /// A store with an ``IndexSpecification`` (persisted when it was created, see
+    /// ``StoreOptions/indexSpecification``) orders its keys by it, whatever `K` is: the keys'
+    /// JSON encodings are compared field by field.
     public func store<K: Codable & Sendable & Comparable, V: Codable & Sendable>(
         _ name: String, key: K.Type, value: V.Type, options: StoreOptions? = nil
     ) async throws -> Store<K, V> {
         try await store(name, key: key, value: value, options: options, create: mode != .forReading, mustCreate: false,
-                        compare: { a, b in a < b ? -1 : (b < a ? 1 : 0) })
+                        order: .comparator({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
     }
 
     /// Opens (or, when writing, creates) a store whose keys are ordered by `compare`
     /// (negative, zero or positive like `strcmp`). The comparator is not persisted: every
-    /// program opening the store must pass the same one.
+    /// program opening the store must pass the same one. (A store created with an
+    /// ``IndexSpecification`` is ordered by it instead.)
     public func store<K: Codable & Sendable, V: Codable & Sendable>(
         _ name: String, key: K.Type, value: V.Type, options: StoreOptions? = nil,
         compare: @escaping @Sendable (K, K) -> Int
     ) async throws -> Store<K, V> {
         try await store(name, key: key, value: value, options: options, create: mode != .forReading, mustCreate: false,
-                        compare: compare)
+                        order: .comparator(compare))
+    }
+
+    /// Opens (or, when writing, creates) a store of `Codable` keys — structs need not be
+    /// `Comparable` — ordered by an index specification over their JSON encodings, so a
+    /// program's typed view and the dynamic view (``dynamicStore(_:)``, the `sop` tool) agree.
+    ///
+    /// A new store persists `index`. An existing store must have been created with the same
+    /// specification (`nil` adopts whatever it has); otherwise ``SOPError/Code/invalidArgument``.
+    /// Every key must encode as a JSON object with the indexed fields.
+    ///
+    /// ```swift
+    /// struct PersonKey: Codable, Sendable { var last: String; var first: String; var note: String }
+    /// let spec = try IndexSpecification([.init("last"), .init("first")])
+    /// let people = try await tx.store("people", key: PersonKey.self, value: Person.self, index: spec)
+    /// ```
+    public func store<K: Codable & Sendable, V: Codable & Sendable>(
+        _ name: String, key: K.Type, value: V.Type, index: IndexSpecification?, options: StoreOptions? = nil
+    ) async throws -> Store<K, V> {
+        try await store(name, key: key, value: value, options: options, create: mode != .forReading, mustCreate: false,
+                        order: .index(index))
     }
 
     /// Opens an existing store; ``SOPError/Code/notFound`` when it does not exist.
@@ -112,7 +145,16 @@ public final class Transaction: @unchecked Sendable {
         _ name: String, key: K.Type, value: V.Type
     ) async throws -> Store<K, V> {
         try await store(name, key: key, value: value, options: nil, create: false, mustCreate: false,
-                        compare: { a, b in a < b ? -1 : (b < a ? 1 : 0) })
+                        order: .comparator({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
+    }
+
+    /// Opens an existing store ordered by an index specification (`nil` adopts the store's);
+    /// see ``store(_:key:value:index:options:)``.
+    public func openStore<K: Codable & Sendable, V: Codable & Sendable>(
+        _ name: String, key: K.Type, value: V.Type, index: IndexSpecification?
+    ) async throws -> Store<K, V> {
+        try await store(name, key: key, value: value, options: nil, create: false, mustCreate: false,
+                        order: .index(index))
     }
 
     /// Creates a store; ``SOPError/Code/alreadyExists`` when the name is taken.
@@ -120,12 +162,67 @@ public final class Transaction: @unchecked Sendable {
         _ name: String, key: K.Type, value: V.Type, options: StoreOptions = .init()
     ) async throws -> Store<K, V> {
         try await store(name, key: key, value: value, options: options, create: true, mustCreate: true,
-                        compare: { a, b in a < b ? -1 : (b < a ? 1 : 0) })
+                        order: .comparator({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
+    }
+
+    /// Opens any existing store without its program's types: keys and values as ``JSONValue``
+    /// (decoded straight from the stored JSON), in the order the store's own program uses.
+    ///
+    /// - A store with an ``IndexSpecification`` is ordered by it; keys must be objects with
+    ///   the indexed fields.
+    /// - Otherwise keys are ordered by ``JSONValue``'s total order, which equals Swift's order
+    ///   for `String`, integer, floating-point and `Bool` keys; keys of another JSON kind than
+    ///   the store's key type are refused. A store whose keys are of another type (ordered by
+    ///   a comparator only its program has) can be walked (`first`, `next`, `range`/`keys`
+    ///   without bounds, `updateCurrentValue`) but keys cannot be added, searched for or removed.
+    ///
+    /// Values written through this view must still decode as the program's value type.
+    /// ``SOPError/Code/notFound`` when the store does not exist; ``SOPError/Code/typeMismatch``
+    /// when this transaction already opened it with its types.
+    public func dynamicStore(_ name: String) async throws -> Store<JSONValue, JSONValue> {
+        try checkUsable(writing: false)
+        try StoreName.validate(name)
+        let repo: TxNodeRepository<JSONValue, JSONValue>
+        if let w = works[name] {
+            guard let typed = w as? TxNodeRepository<JSONValue, JSONValue> else {
+                throw SOPError(.typeMismatch,
+                               "store '\(name)' is already open in this transaction as \(w.keyTypeName) → \(w.valueTypeName)")
+            }
+            repo = typed
+        } else {
+            guard dropped[name] == nil, let info = engine.storage.storeInfo(named: name) else {
+                throw SOPError(.notFound, "store '\(name)' does not exist")
+            }
+            repo = TxNodeRepository<JSONValue, JSONValue>(transaction: self, info: info, isNew: false)
+            works[name] = repo
+        }
+        let ordering: KeyOrdering<JSONValue> = repo.info.indexSpecification.map { .json($0) }
+            ?? .dynamic(keyType: repo.info.keyType)
+        return Store(transaction: self, repository: repo, ordering: ordering)
+    }
+
+    /// The ordering of a store given what it persisted and what the caller asked for.
+    private func ordering<K: Codable & Sendable>(_ info: StoreInfo, _ order: RequestedOrder<K>) throws -> KeyOrdering<K> {
+        switch (info.indexSpecification, order) {
+        case (let spec?, .comparator):
+            return .typed(spec)
+        case (let spec?, .index(let asked)):
+            if let asked, asked != spec {
+                throw SOPError(.invalidArgument,
+                               "store '\(info.name)' is ordered by index specification \(spec), not \(asked)")
+            }
+            return .typed(spec)
+        case (nil, .comparator(let c)):
+            return .natural(c)
+        case (nil, .index(let asked)):
+            throw SOPError(.invalidArgument,
+                           "store '\(info.name)' has no index specification\(asked == nil ? "" : " (it was created without one)"); open it with its key order")
+        }
     }
 
     func store<K: Codable & Sendable, V: Codable & Sendable>(
         _ name: String, key: K.Type, value: V.Type, options: StoreOptions?, create: Bool, mustCreate: Bool,
-        compare: @escaping @Sendable (K, K) -> Int
+        order: RequestedOrder<K>
     ) async throws -> Store<K, V> {
         try checkUsable(writing: mustCreate)
         try StoreName.validate(name)
@@ -137,7 +234,7 @@ public final class Transaction: @unchecked Sendable {
                 throw SOPError(.typeMismatch,
                                "store '\(name)' is already open in this transaction as \(w.keyTypeName) → \(w.valueTypeName)")
             }
-            return Store(transaction: self, repository: typed, compare: compare)
+            return Store(transaction: self, repository: typed, ordering: try ordering(typed.info, order))
         }
         let committed = dropped[name] == nil ? engine.storage.storeInfo(named: name) : nil
         if let info = committed {
@@ -147,20 +244,29 @@ public final class Transaction: @unchecked Sendable {
                 throw SOPError(.typeMismatch,
                                "store '\(name)' holds \(info.keyType) → \(info.valueType), not \(kName) → \(vName)")
             }
+            let ord = try ordering(info, order)
             let repo = TxNodeRepository<K, V>(transaction: self, info: info, isNew: false)
             works[name] = repo
-            return Store(transaction: self, repository: repo, compare: compare)
+            return Store(transaction: self, repository: repo, ordering: ord)
         }
         guard create else { throw SOPError(.notFound, "store '\(name)' does not exist") }
         try checkUsable(writing: true)
-        let o = options ?? StoreOptions()
+        var o = options ?? StoreOptions()
         try o.validate()
+        if case .index(let asked?) = order {
+            if let given = o.indexSpecification, given != asked {
+                throw SOPError(.invalidArgument,
+                               "the index specification \(asked) differs from the options' \(given)")
+            }
+            o.indexSpecification = asked
+        }
         let info = StoreInfo(name: name, options: o, keyType: kName, valueType: vName,
                              createdAt: SystemClock().nowMilliseconds())
+        let ord = try ordering(info, order)
         let repo = TxNodeRepository<K, V>(transaction: self, info: info, isNew: true)
         repo.add(BTreeNode(id: info.rootID))
         works[name] = repo
-        return Store(transaction: self, repository: repo, compare: compare)
+        return Store(transaction: self, repository: repo, ordering: ord)
     }
 
     /// Drops a store and everything in it when the transaction commits.

@@ -53,14 +53,19 @@ struct CreateStore: AsyncParsableCommand {
     @Option(name: .customLong("value-placement"), help: "inNode (default) or separateBlob.")
     var valuePlacement: String = "inNode"
     @Option(help: "Free-text description.") var description: String = ""
+    @Option(help: ArgumentHelp(
+        "Order keys (JSON objects) by fields: '[{\"field\":\"last\",\"ascending\":true},...]'.",
+        discussion: "Nested fields use dots (\"address.city\"); other fields of a key are metadata."))
+    var index: String?
 
     func run() async throws {
         if unique && nonUnique { throw SOPError(.invalidArgument, "--unique and --non-unique exclude each other") }
         guard let placement = ValuePlacement(rawValue: valuePlacement) else {
             throw SOPError(.invalidArgument, "--value-placement must be inNode or separateBlob")
         }
+        let spec = try index.map { try IndexSpecification(parsing: $0) }
         let options = StoreOptions(slotLength: slotLength, isUnique: !nonUnique, valuePlacement: placement,
-                                   description: description)
+                                   description: description, indexSpecification: spec)
         try options.validate()
         try StoreName.validate(name)
         let db = try await openDatabase()
@@ -91,7 +96,7 @@ struct Put: AsyncParsableCommand {
         let k = try parseJSON(key, what: "the key"), v = try parseJSON(value, what: "the value")
         let db = try await openDatabase()
         try await db.write { tx in
-            try await tx.openStore(store, key: JSONValue.self, value: JSONValue.self).upsert(k, v)
+            try await tx.dynamicStore(store).upsert(k, v)
         }
         try await db.close()
     }
@@ -107,7 +112,7 @@ struct Add: AsyncParsableCommand {
         let k = try parseJSON(key, what: "the key"), v = try parseJSON(value, what: "the value")
         let db = try await openDatabase()
         let added = try await db.write { tx in
-            try await tx.openStore(store, key: JSONValue.self, value: JSONValue.self).add(k, v)
+            try await tx.dynamicStore(store).add(k, v)
         }
         try await db.close()
         if !added { throw SOPError(.alreadyExists, "key \(k.jsonText) already exists in store '\(store)'") }
@@ -122,7 +127,7 @@ struct Get: AsyncParsableCommand {
         let k = try parseJSON(key, what: "the key")
         let db = try await openDatabase()
         let v = try await db.read { tx in
-            try await tx.openStore(store, key: JSONValue.self, value: JSONValue.self).get(k)
+            try await tx.dynamicStore(store).get(k)
         }
         try await db.close()
         guard let v else { throw SOPError(.notFound, "key \(k.jsonText) is not in store '\(store)'") }
@@ -138,7 +143,7 @@ struct Delete: AsyncParsableCommand {
         let k = try parseJSON(key, what: "the key")
         let db = try await openDatabase()
         let removed = try await db.write { tx in
-            try await tx.openStore(store, key: JSONValue.self, value: JSONValue.self).remove(k)
+            try await tx.dynamicStore(store).remove(k)
         }
         try await db.close()
         if !removed { throw SOPError(.notFound, "key \(k.jsonText) is not in store '\(store)'") }
@@ -159,7 +164,7 @@ struct Scan: AsyncParsableCommand {
         if let limit, limit < 0 { throw SOPError(.invalidArgument, "--limit must not be negative") }
         let db = try await openDatabase()
         try await db.read { tx in
-            let s = try await tx.openStore(store, key: JSONValue.self, value: JSONValue.self)
+            let s = try await tx.dynamicStore(store)
             var n = 0
             var out = ""
             for try await item in s.range(from: f, to: t, descending: reverse) {
@@ -181,7 +186,8 @@ struct Stores: AsyncParsableCommand {
         let db = try await openDatabase()
         for s in db.stores() {
             emit("\(s.name) \(s.count) slot-length=\(s.options.slotLength) unique=\(s.options.isUnique) "
-                 + "value-placement=\(s.options.valuePlacement.rawValue) key=\(s.keyType) value=\(s.valueType)")
+                 + "value-placement=\(s.options.valuePlacement.rawValue) key=\(s.keyType) value=\(s.valueType)"
+                 + (s.indexSpecification.map { " index=\($0)" } ?? ""))
         }
         try await db.close()
     }

@@ -39,7 +39,9 @@ struct Import: AsyncParsableCommand {
             if pending.isEmpty { return }
             let items = pending
             try await db.write { tx in
-                let s = try await tx.store(storeName, key: JSONValue.self, value: JSONValue.self)
+                let s = tx.storeNames().contains(storeName)
+                    ? try await tx.dynamicStore(storeName)
+                    : try await tx.store(storeName, key: JSONValue.self, value: JSONValue.self)
                 for (k, v) in items {
                     if useAdd { try await s.add(k, v) } else { try await s.upsert(k, v) }
                 }
@@ -49,8 +51,24 @@ struct Import: AsyncParsableCommand {
             if logCommits { emit("committed \(committed)") }
             progress.update(committed)
         }
+        // Keys of a store ordered by an index specification must have its fields: checked
+        // for every line before the first batch is written.
+        let spec = db.stores().first { $0.name == storeName }?.indexSpecification
         var lines: [(JSONValue, JSONValue)] = []
-        _ = try forEachLine(file) { k, v in lines.append((k, v)) }
+        var lineNumber = 0
+        do {
+            _ = try forEachLine(file) { k, v in
+                lineNumber += 1
+                try spec?.validateKey(k)
+                lines.append((k, v))
+            }
+        } catch let e as SOPError where e.code == .invalidArgument && e.path == nil {
+            try await db.close()
+            throw SOPError(.invalidArgument, "\(file) item \(lineNumber): \(e.message)")
+        } catch {
+            try await db.close()
+            throw error
+        }
         for (k, v) in lines {
             pending.append((k, v))
             if pending.count >= batch { try await flush() }

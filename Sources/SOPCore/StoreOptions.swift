@@ -24,14 +24,21 @@ public struct StoreOptions: Sendable, Codable, Equatable {
     public var valuePlacement: ValuePlacement
     /// Free text shown by tools.
     public var description: String
+    /// The order of a store whose keys are JSON objects (or `Codable` structs) ordered by
+    /// fields; see ``IndexSpecification``. A creation request: the new store records it in
+    /// ``StoreInfo/indexSpecification`` (the options persisted in the store's info keep `nil`
+    /// here, so the specification is stored once).
+    public var indexSpecification: IndexSpecification?
 
     /// Makes options; call ``validate()`` (stores do) before use.
     public init(slotLength: Int = StoreOptions.defaultSlotLength, isUnique: Bool = true,
-                valuePlacement: ValuePlacement = .inNode, description: String = "") {
+                valuePlacement: ValuePlacement = .inNode, description: String = "",
+                indexSpecification: IndexSpecification? = nil) {
         self.slotLength = slotLength
         self.isUnique = isUnique
         self.valuePlacement = valuePlacement
         self.description = description
+        self.indexSpecification = indexSpecification
     }
 
     /// Throws ``SOPError/Code/invalidArgument`` when an option is out of bounds.
@@ -99,12 +106,19 @@ public struct StoreInfo: Sendable, Codable, Equatable {
     public var valueType: String
     /// Creation time, milliseconds since 1970.
     public var createdAt: Int64
+    /// The order of the store's keys when they are ordered by fields (JSON objects, or
+    /// `Codable` structs encoded as objects); `nil` for stores ordered by their key type.
+    /// Absent from the JSON of stores without one (older `storeinfo.json` files decode as `nil`).
+    public var indexSpecification: IndexSpecification?
 
-    /// Makes a fresh store record.
+    /// Makes a fresh store record. `options.indexSpecification` moves to ``indexSpecification``.
     public init(name: String, options: StoreOptions, keyType: String, valueType: String, createdAt: Int64) {
         self.format = StoreInfo.formatVersion
         self.name = name
         self.id = .random()
+        var options = options
+        self.indexSpecification = options.indexSpecification
+        options.indexSpecification = nil
         self.options = options
         self.rootID = .random()
         self.count = 0
