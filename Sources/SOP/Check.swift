@@ -77,7 +77,7 @@ extension Database {
                         report.problems.append("store '\(info.name)': count is \(info.count) but the tree holds \(items) items")
                     }
                 }
-                if info.options.valuePlacement == .separateBlob {
+                if info.options.valuePlacement.isSeparate {
                     for id in ids {
                         for it in try await store.repository.fetch(id).items {
                             if case .blob(let b) = it.value { _ = try await engine.storage.readBlob(b) }

@@ -84,8 +84,8 @@ final class Engine: Sendable {
     }
 
     /// Reads a separately stored value (through the L2 cache), counting it.
-    func readValueBlob(_ physical: SOPID) async throws -> [UInt8] {
-        let bytes = try await readBlob(physical)
+    func readValueBlob(_ physical: SOPID, cached: Bool = true) async throws -> [UInt8] {
+        let bytes = cached ? try await readBlob(physical) : try await storage.readBlob(physical)
         reads.withLock { $0.valueBlobReads += 1; $0.valueBlobBytes += bytes.count }
         return bytes
     }
@@ -210,6 +210,11 @@ public final class Database: Sendable {
 
     /// Blobs read since the database was opened (tests and measurements): separately stored
     /// values fetched, and nodes loaded because they were not in the L1 cache.
+    /// Entries in the in-process L2 blob cache (tests).
+    package var blobCacheEntries: Int {
+        (engine.l2 as? InMemoryL2Cache)?.statistics.entries ?? 0
+    }
+
     package var readStatistics: ReadStatistics {
         engine.reads.withLock { $0 }
     }

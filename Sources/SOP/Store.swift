@@ -75,9 +75,14 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         return KeyBox(key: k, bytes: ordering.comparesEncodings ? try repository.keyCoder.encode(k) : [])
     }
 
-    private func boxValue(_ v: Value) throws -> ValueBox {
+    private func boxValue(_ v: Value) async throws -> ValueBox {
         let b = try repository.valueCoder.encode(v)
-        return options.valuePlacement == .inNode ? .inline(b) : .pending(b)
+        switch options.valuePlacement {
+        case .inNode: return .inline(b)
+        case .separateBlob: return .pending(b)
+        case .separateBlobWrittenAtOnce:
+            return .blob(try await transaction.engine.storage.writeBlobs([b])[0])
+        }
     }
 
     private func writable() throws { try transaction.checkUsable(writing: true) }
@@ -89,7 +94,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func add(_ key: Key, _ value: Value) async throws -> Bool {
         try writable()
-        let ok = try await tree.add(try box(key), try boxValue(value), id: .timeOrdered())
+        let ok = try await tree.add(try box(key), try await boxValue(value), id: .timeOrdered())
         if ok { repository.countDelta += 1 }
         return ok
     }
@@ -98,7 +103,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func addIfNotExists(_ key: Key, _ value: Value) async throws -> Bool {
         try writable()
-        let ok = try await tree.addIfNotExists(try box(key), try boxValue(value), id: .timeOrdered())
+        let ok = try await tree.addIfNotExists(try box(key), try await boxValue(value), id: .timeOrdered())
         if ok { repository.countDelta += 1 }
         return ok
     }
@@ -108,7 +113,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func upsert(_ key: Key, _ value: Value) async throws -> Bool {
         try writable()
-        let added = try await tree.upsert(try box(key), try boxValue(value), id: .timeOrdered())
+        let added = try await tree.upsert(try box(key), try await boxValue(value), id: .timeOrdered())
         if added { repository.countDelta += 1 }
         return added
     }
@@ -117,14 +122,14 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     @discardableResult
     public func update(_ key: Key, _ value: Value) async throws -> Bool {
         try writable()
-        return try await tree.update(try probe(key), try boxValue(value))
+        return try await tree.update(try probe(key), try await boxValue(value))
     }
 
     /// Replaces the value of the item under the cursor. Returns `false` when the cursor is on none.
     @discardableResult
     public func updateCurrentValue(_ value: Value) async throws -> Bool {
         try writable()
-        return try await tree.updateCurrentValue(try boxValue(value))
+        return try await tree.updateCurrentValue(try await boxValue(value))
     }
 
     /// Replaces the key of the item under the cursor with `key`, which must be equal to it in
@@ -249,7 +254,8 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         case .inline(let b), .pending(let b):
             return try repository.valueCoder.decode(b)
         case .blob(let id):
-            let b = try await transaction.engine.readValueBlob(id)
+            let cached = options.valuePlacement != .separateBlobWrittenAtOnce
+            let b = try await transaction.engine.readValueBlob(id, cached: cached)
             return try repository.valueCoder.decode(b)
         }
     }

@@ -50,7 +50,7 @@ struct CreateStore: AsyncParsableCommand {
     var slotLength: Int = StoreOptions.defaultSlotLength
     @Flag(help: "Each key at most once (the default).") var unique = false
     @Flag(name: .customLong("non-unique"), help: "Allow duplicate keys.") var nonUnique = false
-    @Option(name: .customLong("value-placement"), help: "inNode (default) or separateBlob.")
+    @Option(name: .customLong("value-placement"), help: "inNode (default, small values), separateBlob (medium) or separateBlobWrittenAtOnce (big).")
     var valuePlacement: String = "inNode"
     @Option(help: "Free-text description.") var description: String = ""
     @Option(help: ArgumentHelp(
@@ -61,7 +61,7 @@ struct CreateStore: AsyncParsableCommand {
     func run() async throws {
         if unique && nonUnique { throw SOPError(.invalidArgument, "--unique and --non-unique exclude each other") }
         guard let placement = ValuePlacement(rawValue: valuePlacement) else {
-            throw SOPError(.invalidArgument, "--value-placement must be inNode or separateBlob")
+            throw SOPError(.invalidArgument, "--value-placement must be inNode, separateBlob or separateBlobWrittenAtOnce")
         }
         let spec = try index.map { try IndexSpecification(parsing: $0) }
         let options = StoreOptions(slotLength: slotLength, isUnique: !nonUnique, valuePlacement: placement,

@@ -2,9 +2,28 @@
 public enum ValuePlacement: String, Sendable, Codable, Equatable, CaseIterable {
     /// Values are encoded inside the B-tree node with their keys (the default; best for small values).
     case inNode
-    /// Each value is written as its own blob and fetched lazily; nodes hold only a reference.
-    /// Scans that read keys only never touch the values.
+    /// Each value is written as its own blob at commit and fetched lazily (through the L2
+    /// blob cache); nodes hold only a reference. Scans that read keys only never touch the
+    /// values. The original's "medium data" preset.
     case separateBlob
+    /// Each value is written as its own blob at once, when it is added or updated (so a
+    /// large value does not wait in memory for the commit), and is never cached: every read
+    /// goes to storage. For big values (the original's "big data" preset). A value written
+    /// by a transaction that rolls back is dead space, like any superseded blob.
+    case separateBlobWrittenAtOnce
+
+    /// True when values live outside the node.
+    public var isSeparate: Bool { self != .inNode }
+}
+
+extension ValuePlacement {
+    /// The original's presets: small (in the node), medium (separate, written at commit,
+    /// cached), big (separate, written at once, not cached).
+    public static let small = ValuePlacement.inNode
+    /// See ``small``.
+    public static let medium = ValuePlacement.separateBlob
+    /// See ``small``.
+    public static let big = ValuePlacement.separateBlobWrittenAtOnce
 }
 
 /// Options a store is created with. They are persisted in the store's info and never change.

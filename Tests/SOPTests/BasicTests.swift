@@ -190,3 +190,45 @@ struct Person: Codable, Sendable, Equatable {
         try await db2.close()
     }
 }
+
+@Suite struct ValuePlacementTests {
+    @Test(arguments: [ValuePlacement.small, .medium, .big])
+    func presetsStoreAndReadValues(_ placement: ValuePlacement) async throws {
+        let dir = TempDir("placement")
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        let big = String(repeating: "v", count: 5000)
+        try await db.write { tx in
+            let s = try await tx.createStore("p", key: Int.self, value: String.self,
+                                             options: StoreOptions(slotLength: 8, valuePlacement: placement))
+            for i in 0..<40 { try await s.add(i, big + String(i)) }
+        }
+        // A rolled-back write of a big value leaves nothing visible.
+        let tx = try await db.beginTransaction()
+        try await tx.openStore("p", key: Int.self, value: String.self).update(3, "rolled back")
+        await tx.rollback()
+        try await db.close()
+        let db2 = try await Database.open(at: dir.db)
+        for _ in 0..<2 {
+            try await db2.read { tx in
+                let s = try await tx.openStore("p", key: Int.self, value: String.self)
+                #expect(try await s.get(3) == big + "3")
+                #expect(try await s.get(39) == big + "39")
+            }
+        }
+        let stats = db2.readStatistics
+        let cachedValues = db2.blobCacheEntries - stats.nodeBlobReads   // L2 holds the nodes read, plus cached values
+        switch placement {
+        case .inNode:
+            #expect(stats.valueBlobReads == 0)
+        case .separateBlob:
+            #expect(stats.valueBlobReads == 4)
+            #expect(cachedValues == 2)          // medium: cached in L2
+        case .separateBlobWrittenAtOnce:
+            #expect(stats.valueBlobReads == 4)
+            #expect(cachedValues == 0)          // big: never cached
+        }
+        #expect(try await db2.check().isClean)
+        try await db2.close()
+    }
+}
