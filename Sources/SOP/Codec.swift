@@ -116,11 +116,11 @@ package enum NodeFormat {
     }
 
     @inline(__always)
-    static func appendKey<K>(_ k: KeyBox<K>, coder: JSONCoder<K>, to out: inout [UInt8]) throws {
-        if !k.bytes.isEmpty {
-            out.append(contentsOf: k.bytes)
-        } else if !coder.appendFast(k.key, to: &out) {
-            out.append(contentsOf: try coder.encode(k.key))
+    static func appendKey<K>(_ k: UnsafePointer<KeyBox<K>>, coder: JSONCoder<K>, to out: inout [UInt8]) throws {
+        if !k.pointee.bytes.isEmpty {
+            out.append(contentsOf: k.pointee.bytes)
+        } else if !coder.appendFast(k.pointee.key, to: &out) {
+            out.append(contentsOf: try coder.encode(k.pointee.key))
         }
     }
 
@@ -130,31 +130,41 @@ package enum NodeFormat {
         append("{\"format\":1,\"id\":\"", to: &out)
         appendHex(n.id, to: &out)
         append("\",\"items\":[", to: &out)
-        for i in n.items.indices {
-            append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
-            try appendKey(n.items[i].key, coder: coder, to: &out)
-            append(",\"id\":\"", to: &out)
-            appendHex(n.items[i].id, to: &out)
-            switch n.items[i].value {
-            case .inline(let b):
-                append("\",\"v\":", to: &out)
-                out.append(contentsOf: b)
-            case .blob(let id):
-                append("\",\"vb\":\"", to: &out)
-                appendHex(id, to: &out)
-                out.append(UInt8(ascii: "\""))
-            case .pending:
-                throw SOPError(.internalError, "a separate value was not written before its node")
+        // Fields are read in place through a buffer pointer: in unspecialized generic code,
+        // `items[i].key` would copy (and retain every field of) the whole item.
+        try n.items.withUnsafeBufferPointer { items in
+            guard let base = items.baseAddress else { return }
+            for i in 0..<items.count {
+                let item = base + i
+                append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
+                try appendKey(item.pointer(to: \.key)!, coder: coder, to: &out)
+                append(",\"id\":\"", to: &out)
+                appendHex(item.pointee.id, to: &out)
+                switch item.pointee.value {
+                case .inline(let b):
+                    append("\",\"v\":", to: &out)
+                    out.append(contentsOf: b)
+                case .blob(let id):
+                    append("\",\"vb\":\"", to: &out)
+                    appendHex(id, to: &out)
+                    out.append(UInt8(ascii: "\""))
+                case .pending:
+                    throw SOPError(.internalError, "a separate value was not written before its node")
+                }
+                out.append(UInt8(ascii: "}"))
             }
-            out.append(UInt8(ascii: "}"))
         }
         append("],\"separators\":[", to: &out)
-        for i in n.separators.indices {
-            append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
-            try appendKey(n.separators[i].key, coder: coder, to: &out)
-            append(",\"id\":\"", to: &out)
-            appendHex(n.separators[i].id, to: &out)
-            append("\"}", to: &out)
+        try n.separators.withUnsafeBufferPointer { seps in
+            guard let base = seps.baseAddress else { return }
+            for i in 0..<seps.count {
+                let sep = base + i
+                append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
+                try appendKey(sep.pointer(to: \.key)!, coder: coder, to: &out)
+                append(",\"id\":\"", to: &out)
+                appendHex(sep.pointee.id, to: &out)
+                append("\"}", to: &out)
+            }
         }
         append("],\"children\":[", to: &out)
         for i in n.children.indices {
