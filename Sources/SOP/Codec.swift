@@ -21,36 +21,43 @@ package typealias EngineNode<K: Sendable> = BTreeNode<KeyBox<K>, ValueBox>
 
 /// JSON encoding of keys and values: fast paths for common types, Foundation for the rest.
 package struct JSONCoder<T: Codable & Sendable>: Sendable {
-    package init() {}
+    /// Which fast path applies, decided once (not by a dynamic cast per value).
+    enum Kind: Sendable {
+        case string, int, int64, json, other
+    }
+
+    let kind: Kind
+
+    package init() {
+        if T.self == String.self { kind = .string } else if T.self == Int.self { kind = .int } else if T.self == Int64.self {
+            kind = .int64
+        } else if T.self == JSONValue.self { kind = .json } else { kind = .other }
+    }
 
     /// Whether encoded bytes are worth keeping with each key: for types with a fast path
     /// (String, Int, Int64, JSONValue) re-encoding costs less than keeping a second copy.
-    package var cachesBytes: Bool {
-        !(T.self == String.self || T.self == Int.self || T.self == Int64.self || T.self == JSONValue.self)
-    }
+    package var cachesBytes: Bool { kind == .other }
 
-    /// Appends the JSON text of `v` (fast paths only; see ``cachesBytes``).
+    /// Appends the JSON text of the value at `p` (fast paths only; see ``cachesBytes``).
+    /// Reads the value in place: no copy, no dynamic cast.
     @inline(__always)
-    package func appendFast(_ v: T, to out: inout [UInt8]) -> Bool {
-        if let s = v as? String { JSONBytes.appendString(s, to: &out); return true }
-        if let i = v as? Int { JSONBytes.appendInt(Int64(i), to: &out); return true }
-        if let i = v as? Int64 { JSONBytes.appendInt(i, to: &out); return true }
-        if let j = v as? JSONValue { j.write(to: &out); return true }
-        return false
+    package func appendFast(_ p: UnsafePointer<T>, to out: inout [UInt8]) -> Bool {
+        let raw = UnsafeRawPointer(p)
+        switch kind {
+        case .string: JSONBytes.appendString(raw.assumingMemoryBound(to: String.self).pointee, to: &out)
+        case .int: JSONBytes.appendInt(Int64(raw.assumingMemoryBound(to: Int.self).pointee), to: &out)
+        case .int64: JSONBytes.appendInt(raw.assumingMemoryBound(to: Int64.self).pointee, to: &out)
+        case .json: raw.assumingMemoryBound(to: JSONValue.self).pointee.write(to: &out)
+        case .other: return false
+        }
+        return true
     }
 
     package func encode(_ v: T) throws -> [UInt8] {
-        if let s = v as? String {
+        if kind != .other {
             var out: [UInt8] = []
-            out.reserveCapacity(s.utf8.count + 2)
-            JSONBytes.appendString(s, to: &out)
-            return out
-        }
-        if let i = v as? Int { return Array(String(i).utf8) }
-        if let i = v as? Int64 { return Array(String(i).utf8) }
-        if let j = v as? JSONValue {
-            var out: [UInt8] = []
-            j.write(to: &out)
+            out.reserveCapacity(24)
+            _ = withUnsafePointer(to: v) { appendFast($0, to: &out) }
             return out
         }
         do {
@@ -63,10 +70,15 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
     }
 
     package func decode(_ b: [UInt8]) throws -> T {
-        if T.self == String.self { return try JSONBytes.parseString(b[...]) as! T }
-        if T.self == Int.self, let i = JSONBytes.parseInt(b[...]) { return Int(i) as! T }
-        if T.self == Int64.self, let i = JSONBytes.parseInt(b[...]) { return i as! T }
-        if T.self == JSONValue.self { return try JSONValue(parsing: b) as! T }
+        switch kind {
+        case .string: return unsafeBitCast(try JSONBytes.parseString(b[...]), to: T.self)
+        case .int:
+            if let i = JSONBytes.parseInt(b[...]) { return unsafeBitCast(Int(i), to: T.self) }
+        case .int64:
+            if let i = JSONBytes.parseInt(b[...]) { return unsafeBitCast(i, to: T.self) }
+        case .json: return unsafeBitCast(try JSONValue(parsing: b), to: T.self)
+        case .other: break
+        }
         do {
             return try JSONDecoder().decode(T.self, from: Data(b))
         } catch {
@@ -76,7 +88,7 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
 
     /// Decodes many texts at once (one Foundation call for the slow path, not one per item).
     package func decodeAll(_ texts: [[UInt8]]) throws -> [T] {
-        if T.self == String.self || T.self == Int.self || T.self == Int64.self || T.self == JSONValue.self {
+        if kind != .other {
             return try texts.map(decode)
         }
         var joined: [UInt8] = [UInt8(ascii: "[")]
@@ -119,7 +131,7 @@ package enum NodeFormat {
     static func appendKey<K>(_ k: UnsafePointer<KeyBox<K>>, coder: JSONCoder<K>, to out: inout [UInt8]) throws {
         if !k.pointee.bytes.isEmpty {
             out.append(contentsOf: k.pointee.bytes)
-        } else if !coder.appendFast(k.pointee.key, to: &out) {
+        } else if !coder.appendFast(k.pointer(to: \.key)!, to: &out) {
             out.append(contentsOf: try coder.encode(k.pointee.key))
         }
     }
