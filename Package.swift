@@ -31,7 +31,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),
-        .target(name: "SOP", dependencies: ["SOPCore", "SOPBTree", "SOPFileSystem", "SOPInMemory"], swiftSettings: strict),
+        .target(name: "SOP", dependencies: ["SOPCore", "SOPBTree", "SOPFileSystem", "SOPInMemory", "SOPRedis"], swiftSettings: strict),
         .executableTarget(
             name: "SOPCLI",
             dependencies: ["SOP", .product(name: "ArgumentParser", package: "swift-argument-parser")],

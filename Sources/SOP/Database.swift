@@ -2,13 +2,18 @@ import SOPCore
 import Synchronization
 import SOPFileSystem
 import SOPInMemory
-import Synchronization
+import SOPRedis
 
 /// How processes sharing a database coordinate.
 public enum Coordination: Sendable, Equatable {
     /// One process owns the database (an OS file lock enforces it); locks and caches live in
     /// that process. The embedded default: no servers.
     case standalone
+    /// Many processes (on one host or many, over shared storage) open the same folder and
+    /// coordinate through the Redis at this URL (`redis://[user:password@]host[:port][/db]`):
+    /// one commit lock per database serializes commits, each process catches up from the
+    /// others' log segments, and Redis caches blobs. Data is never kept in Redis.
+    case redis(String)
 }
 
 /// Options of an open database.
@@ -29,6 +34,9 @@ public struct DatabaseOptions: Sendable {
     public var maxWriteAttempts = 20
     /// Log bytes after which the committed state is checkpointed into the registry files.
     public var checkpointBytes: UInt64 = 64 << 20
+    /// Clustered mode: time to live of the database's commit lock in Redis (extended before
+    /// each commit point). A process that dies holding it blocks commits for at most this long.
+    public var clusterLockTTL: Duration = .seconds(10)
     /// The file system (tests inject faults or simulate power loss through it).
     package var fileIO: any FileIO = PosixFileIO()
     /// Failpoints of the commit protocol and recovery (tests).
@@ -46,6 +54,11 @@ final class Engine: Sendable {
     let locker: any Locker
     let cache: NodeCache
     let l2: (any L2Cache)?
+    /// Time to live of L2 entries (nil: until evicted).
+    let l2TTL: Duration?
+    /// Clustered mode: the commit lock and catch-up (nil standalone).
+    let cluster: ClusterCoordinator?
+    let fileStorage: FileStorage?
     let options: DatabaseOptions
     let path: String
     /// Transactions between taking their first lock and releasing their last. When none
@@ -58,11 +71,14 @@ final class Engine: Sendable {
     let reads = Mutex(ReadStatistics())
 
     init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, l2: (any L2Cache)?,
-         options: DatabaseOptions, path: String) {
+         options: DatabaseOptions, path: String, cluster: ClusterCoordinator? = nil, l2TTL: Duration? = nil) {
         self.storage = storage
+        self.fileStorage = storage as? FileStorage
         self.locker = locker
         self.cache = cache
         self.l2 = l2
+        self.l2TTL = l2TTL
+        self.cluster = cluster
         self.options = options
         self.path = path
     }
@@ -94,9 +110,10 @@ final class Engine: Sendable {
     func readBlob(_ physical: SOPID) async throws -> [UInt8] {
         guard let l2 else { return try await storage.readBlob(physical) }
         let key = "B" + physical.hex
-        if let hit = try await l2.get(key) { return hit }
+        // The cache is an optimisation: when it fails (Redis down), read the log.
+        if let hit = try? await l2.get(key) { return hit }
         let bytes = try await storage.readBlob(physical)
-        try await l2.set(key, bytes, ttl: nil)
+        try? await l2.set(key, bytes, ttl: l2TTL)
         return bytes
     }
 
@@ -135,10 +152,47 @@ public final class Database: Sendable {
         fo.fileIO = options.fileIO
         fo.failpoints = options.failpoints
         fo.hashMod = options.registryHashMod
+        if case .redis(let url) = options.coordination {
+            return try await openClustered(at: path, url: url, options: options, fileOptions: fo)
+        }
         let storage = try await FileStorage.open(at: path, options: fo)
         let engine = Engine(storage: storage, locker: InMemoryLocker(), cache: NodeCache(capacity: options.nodeCacheBytes),
                             l2: options.blobCacheBytes > 0 ? InMemoryL2Cache(capacity: options.blobCacheBytes) : nil,
                             options: options, path: storage.path)
+        return Database(engine: engine)
+    }
+
+    private static func openClustered(at path: String, url: String, options: DatabaseOptions,
+                                      fileOptions: FileStorageOptions) async throws -> Database {
+        var fo = fileOptions
+        fo.clustered = true
+        var folder = FileSystem.absolutePath(path)
+        if !FileSystem.exists(folder) && options.createIfMissing {
+            try FileSystem.createDirectory(folder)
+        }
+        folder = canonicalPath(folder)
+        let cluster = try ClusterCoordinator(url: url, namespace: RedisNamespace.forDatabaseFolder(folder),
+                                             lockTTL: options.clusterLockTTL)
+        // Loaded under the commit lock: no other process checkpoints or commits meanwhile.
+        let owner = SOPID.random()
+        let storage: FileStorage
+        do {
+            try await cluster.acquire(owner: owner, deadline: .now + options.maxTransactionDuration)
+        } catch {
+            await cluster.client.close()
+            throw error
+        }
+        do {
+            storage = try await FileStorage.open(at: folder, options: fo)
+            await cluster.release(owner: owner)
+        } catch {
+            await cluster.release(owner: owner)
+            await cluster.client.close()
+            throw error
+        }
+        let engine = Engine(storage: storage, locker: InMemoryLocker(), cache: NodeCache(capacity: options.nodeCacheBytes),
+                            l2: cluster.l2, options: options, path: storage.path, cluster: cluster,
+                            l2TTL: .seconds(600))
         return Database(engine: engine)
     }
 
@@ -151,8 +205,19 @@ public final class Database: Sendable {
 
     /// Checkpoints and releases the database. Transactions still running fail afterwards.
     public func close() async throws {
+        if let cluster = engine.cluster {
+            do { try await engine.storage.close() } catch {
+                await cluster.client.close()
+                throw error
+            }
+            await cluster.client.close()
+            return
+        }
         try await engine.storage.close()
     }
+
+    /// Redis round trips made by this database's client (clustered mode; 0 standalone).
+    public var redisRoundTrips: Int { engine.cluster?.client.roundTrips ?? 0 }
 
     /// Starts a transaction. Prefer ``read(_:)`` and ``write(maxAttempts:_:)``, which commit,
     /// roll back and retry for you.
@@ -160,6 +225,9 @@ public final class Database: Sendable {
                                  maxDuration: Duration? = nil) async throws -> Transaction {
         let d = maxDuration ?? engine.options.maxTransactionDuration
         guard d > .zero else { throw SOPError(.invalidArgument, "a transaction's maximum duration must be positive") }
+        // Clustered: pick up what other processes committed (only complete prefixes of the
+        // commit order), so the transaction starts from a recent state.
+        if engine.cluster != nil, let fs = engine.fileStorage { try await fs.catchUpOptimistically() }
         return Transaction(engine: engine, mode: mode, maxDuration: d)
     }
 

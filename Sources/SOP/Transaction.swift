@@ -60,6 +60,8 @@ public final class Transaction: @unchecked Sendable {
     var works: [String: any StoreWork] = [:]
     var dropped: [String: StoreInfo] = [:]
     private var heldLocks: [String] = []
+    /// Clustered: this transaction holds the database's commit lock.
+    private var holdsClusterLock = false
     private var preparedNodes: [(store: SOPID, id: SOPID, physical: SOPID)] = []
 
     init(engine: Engine, mode: Mode, maxDuration: Duration) {
@@ -312,7 +314,15 @@ public final class Transaction: @unchecked Sendable {
         try checkUsable(writing: false)
         do {
             let fp = engine.options.failpoints
-            if hasWrites { try await lockWriteSet() }
+            if let cluster = engine.cluster {
+                // Clustered: commits are serialized by one lock per database; inside it, catch
+                // up from the other processes' logs, then validate as usual.
+                if hasWrites || !works.isEmpty || !dropped.isEmpty {
+                    try await cluster.acquire(owner: id, deadline: deadline)
+                    holdsClusterLock = true
+                    try await engine.fileStorage?.catchUp()
+                }
+            } else if hasWrites { try await lockWriteSet() }
             try await fp.hitAsync("commit.afterLock")
             if mode != .noCheck || hasWrites { try await validate() }
             try await fp.hitAsync("commit.afterValidate")
@@ -353,6 +363,10 @@ public final class Transaction: @unchecked Sendable {
     }
 
     private func release() async {
+        if holdsClusterLock, let cluster = engine.cluster {
+            holdsClusterLock = false
+            await cluster.release(owner: id)
+        }
         guard !heldLocks.isEmpty else { return }
         let keys = heldLocks
         heldLocks = []
@@ -387,8 +401,10 @@ public final class Transaction: @unchecked Sendable {
         let storage = engine.storage
         // Versions first, then locks: a lock seen is a commit in flight. With no other
         // transaction holding locks at all (standalone only knows), skip the lock look-ups.
-        let othersMayHoldLocks = engine.lockHolders.load(ordering: .sequentiallyConsistent) > (heldLocks.isEmpty ? 0 : 1)
-            || !engine.lockCountIsExact
+        // Clustered, this transaction holds the database's commit lock: no commit is in flight.
+        let othersMayHoldLocks = engine.cluster == nil
+            && (engine.lockHolders.load(ordering: .sequentiallyConsistent) > (heldLocks.isEmpty ? 0 : 1)
+                || !engine.lockCountIsExact)
         for (name, w) in works {
             let current = storage.storeInfo(named: name)
             if w.isNew {
@@ -451,6 +467,10 @@ public final class Transaction: @unchecked Sendable {
         let changeSets = adds
         let storeStates = infos
         let physical = Dictionary(nodes.map { ($0.id, $0.physical) }, uniquingKeysWith: { a, _ in a })
+        if let cluster = engine.cluster {
+            try await engine.options.failpoints.hitAsync("cluster.beforeFence")
+            try await cluster.verify(owner: id)
+        }
         try await engine.storage.commit { view in
             var record = CommitRecord(transactionID: txID, droppedStores: droppedIDs)
             for s in storeStates {

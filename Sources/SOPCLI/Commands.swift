@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import SOP
 #if canImport(Glibc)
@@ -32,6 +33,14 @@ func openDatabase(create: Bool = true) async throws -> Database {
     // Process-level crash tests arm failpoints through the environment (debug builds only).
     if let f = Failpoints.fromEnvironment() { o.failpoints = f }
     #endif
+    if let url = Global.redis {
+        guard !url.isEmpty else { throw SOPError(.invalidArgument, "--redis needs a URL") }
+        o.coordination = .redis(url)
+        // Tests shorten the commit lock's TTL (a killed holder blocks others this long).
+        if let ms = ProcessInfo.processInfo.environment["SOP_CLUSTER_LOCK_TTL_MS"].flatMap(Int.init), ms > 0 {
+            o.clusterLockTTL = .milliseconds(ms)
+        }
+    }
     return try await Database.open(at: try databasePath(), options: o)
 }
 

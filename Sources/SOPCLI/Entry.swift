@@ -6,10 +6,12 @@ import Glibc
 import Darwin
 #endif
 
-/// Global options (`--db`) are taken out of the arguments before the subcommand is parsed,
+/// Global options (`--db`, `--redis`) are taken out of the arguments before the subcommand is parsed,
 /// so they may stand anywhere: `sop --db ./demo get people '"ada"'`.
 struct Global {
     nonisolated(unsafe) static var db: String?
+    /// `--redis URL`: clustered mode.
+    nonisolated(unsafe) static var redis: String?
 }
 
 @main
@@ -18,6 +20,7 @@ struct Main {
         var args = Array(CommandLine.arguments.dropFirst())
         do {
             Global.db = try takeOption("--db", from: &args)
+            Global.redis = try takeOption("--redis", from: &args)
             var command = try SOPCommand.parseAsRoot(args)
             if var async = command as? any AsyncParsableCommand {
                 try await async.run()

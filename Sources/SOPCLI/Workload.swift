@@ -6,7 +6,7 @@ import SOP
 struct Workload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a deterministic test workload against the database.",
-        subcommands: [CrashMixCommand.self])
+        subcommands: [CrashMixCommand.self, BankCommand.self])
 }
 
 struct CrashMixCommand: AsyncParsableCommand {

@@ -26,6 +26,10 @@ public struct CommitRecord: Sendable, Equatable {
     public var droppedStores: [SOPID]
     /// Registry changes.
     public var handles: [HandleChange]
+    /// The commit's position in the database's global commit order (assigned by storage when
+    /// the record is written; `nil` for records of format version 1, which are ordered by
+    /// their place in the log).
+    public var sequence: UInt64?
 
     /// Makes a record.
     public init(transactionID: SOPID, storeInfos: [StoreInfo] = [], droppedStores: [SOPID] = [],

@@ -4,19 +4,26 @@ import SOPCore
 /// Binary encoding of a ``SOPCore/CommitRecord`` (the payload of a commit record in the log):
 ///
 /// ```
-/// u8 version (1) | txid[16]
+/// u8 version (2) | u64 sequence (version 2 only) | txid[16]
 /// u32 nInfos   | per info:   u32 length, StoreInfo JSON
 /// u32 nDropped | per store:  id[16]
 /// u32 nHandles | per change: store[16], logical[16], u8 op (1 put, 0 remove), handle[62] if put
 /// ```
 /// All integers little-endian.
 enum CommitRecordCodec {
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
+    /// Records without a sequence number (written by earlier builds) are still read.
+    static let versionWithoutSequence: UInt8 = 1
 
     static func encode(_ r: CommitRecord) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(64 + r.handles.count * 95 + r.storeInfos.count * 512)
-        out.append(version)
+        if let seq = r.sequence {
+            out.append(version)
+            for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: seq >> (8 * UInt64(i)))) }
+        } else {
+            out.append(versionWithoutSequence)
+        }
         r.transactionID.append(to: &out)
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
@@ -45,8 +52,17 @@ enum CommitRecordCodec {
 
     static func decode(_ b: [UInt8], path: String, offset: UInt64) throws -> CommitRecord {
         var r = Reader(bytes: b, path: path, offset: offset)
-        guard try r.u8() == version else { throw r.error("unknown commit record version") }
+        let v = try r.u8()
+        guard v == version || v == versionWithoutSequence else { throw r.error("unknown commit record version") }
+        var seq: UInt64?
+        if v == version {
+            let b = try r.take(8)
+            var x: UInt64 = 0
+            for i in 0..<8 { x |= UInt64(b[i]) << (8 * UInt64(i)) }
+            seq = x
+        }
         var rec = CommitRecord(transactionID: try r.id())
+        rec.sequence = seq
         let dec = JSONDecoder()
         for _ in 0..<(try r.count()) {
             let n = Int(try r.u32())

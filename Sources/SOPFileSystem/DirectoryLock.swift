@@ -28,14 +28,22 @@ public final class DirectoryLock: Sendable {
 
     /// Locks the database folder `databasePath` (which must exist), creating its `LOCK` file if
     /// needed. Throws ``SOPError/Code/databaseLocked`` when another open holds it.
-    public static func acquire(_ databasePath: String) throws -> DirectoryLock {
+    ///
+    /// With `shared`, the lock is a shared `flock` (clustered mode): any number of clustered
+    /// processes hold it together, and it excludes a standalone (exclusive) opener — and a
+    /// standalone owner excludes them.
+    public static func acquire(_ databasePath: String, shared: Bool = false) throws -> DirectoryLock {
         let path = databasePath.hasSuffix("/") ? databasePath + "LOCK" : databasePath + "/LOCK"
         let fd = try posixOpen(path, O_RDWR | O_CREAT | O_CLOEXEC)
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+        while flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
             let code = errno
             if code == EINTR { continue }
             defer { posixClose(fd) }
             if code == EWOULDBLOCK || code == EAGAIN {
+                if !shared && isClusteredMarker(fd) {
+                    throw SOPError(.databaseLocked,
+                                   "database \(databasePath) is open in clustered mode by other processes; a standalone open is refused")
+                }
                 let owner = ownerPid(fd)
                 let who = owner.map(String.init) ?? "unknown"
                 if owner == getpid() {
@@ -48,6 +56,18 @@ public final class DirectoryLock: Sendable {
             throw ioError("flock", path: path, errno: code)
         }
         let lock = DirectoryLock(fd: fd, path: path)
+        if shared {
+            // Several holders: mark the file instead of naming one pid (writes of the same
+            // bytes by several processes are harmless).
+            let marker = Array("clustered\n".utf8)
+            do {
+                try marker.withUnsafeBytes { try posixWriteFully(fd, $0, at: 0, path: path) }
+            } catch {
+                lock.release()
+                throw error
+            }
+            return lock
+        }
         // Record the owner (no sync: after a crash the lock is gone anyway).
         let pid = Array("\(getpid())\n".utf8)
         while ftruncate(fd, 0) != 0 {
@@ -63,6 +83,15 @@ public final class DirectoryLock: Sendable {
             throw error
         }
         return lock
+    }
+
+    /// True when the lock file says clustered processes hold it.
+    private static func isClusteredMarker(_ fd: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        let n = (try? buffer.withUnsafeMutableBytes {
+            try posixReadFully(fd, into: $0, at: 0, path: "")
+        }) ?? 0
+        return buffer[..<n].starts(with: Array("clustered".utf8))
     }
 
     /// The pid written in the lock file, if it reads as one.

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import SOPCore
 
 /// One open file, used with positional I/O. Everything the filesystem backend reads or writes
@@ -67,6 +72,11 @@ public protocol FileIO: Sendable {
     func list(_ dir: String) throws -> [String]
     /// Takes the exclusive lock of a database folder (`databaseLocked` when held elsewhere).
     func lockDirectory(_ path: String) throws -> any DirectoryLockHandle
+    /// Takes the shared (clustered) lock of a database folder: excludes exclusive holders only.
+    func lockDirectoryShared(_ path: String) throws -> any DirectoryLockHandle
+    /// Makes `to` name the file `from` names, failing with ``SOPError/Code/alreadyExists`` when
+    /// `to` exists (an exclusive claim of a name); `from` stays.
+    func linkExclusive(_ from: String, to: String) throws
 }
 
 extension FileIO {
@@ -115,6 +125,17 @@ public struct PosixFileIO: FileIO {
     public func remove(_ path: String) throws { try FileSystem.remove(path) }
     public func list(_ dir: String) throws -> [String] { try FileSystem.list(dir) }
     public func lockDirectory(_ path: String) throws -> any DirectoryLockHandle { try DirectoryLock.acquire(path) }
+    public func lockDirectoryShared(_ path: String) throws -> any DirectoryLockHandle {
+        try DirectoryLock.acquire(path, shared: true)
+    }
+    public func linkExclusive(_ from: String, to: String) throws {
+        while link(from, to) != 0 {
+            let code = errno
+            if code == EINTR { continue }
+            if code == EEXIST { throw SOPError(.alreadyExists, "\(to) already exists", path: to) }
+            throw ioError("link", path: to, errno: code)
+        }
+    }
 }
 
 extension SOPFile: FileHandleIO {}

@@ -16,6 +16,10 @@ public struct FileStorageOptions: Sendable {
     public var fileIO: any FileIO = PosixFileIO()
     /// Failpoints of the commit protocol and recovery (tests).
     public var failpoints = Failpoints()
+    /// Clustered mode: several processes share the folder (a shared `flock`), each appends
+    /// only to log segments it created, and commits are serialized by a lock outside this
+    /// class (the caller holds it around ``catchUp()``, the commit and checkpoints).
+    public var clustered = false
     /// Makes default options.
     public init() {}
 }
@@ -29,10 +33,16 @@ struct DatabaseFile: Codable {
     var createdAt: Int64
 }
 
+/// `checkpoint.json`. Format 1 (earlier builds): one pointer `segment`/`offset` (segments
+/// before it are fully applied). Format 2: `segments` maps every log segment to the offset up
+/// to which its commit records are applied (segments not named: from their start), and
+/// `sequence` is the highest commit sequence applied.
 struct CheckpointFile: Codable {
     var format: Int
-    var segment: Int
-    var offset: UInt64
+    var segment: Int?
+    var offset: UInt64?
+    var segments: [String: UInt64]?
+    var sequence: UInt64?
 }
 
 struct StoreListFile: Codable {
@@ -91,6 +101,13 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         var byName: [String: SOPID] = [:]
         var segments: [Int: LogSegment] = [:]
         var currentSegment: Int = 1
+        /// Clustered: this process's segment (created on first write), else nil.
+        var ownSegment: Int?
+        /// Per segment: the offset up to which its commit records are applied (the next
+        /// catch-up scans from there).
+        var applied: [Int: UInt64] = [:]
+        /// The highest commit sequence applied.
+        var lastSequence: UInt64 = 0
         var registryFiles: [String: RegistryFile] = [:]
         var catalogDirty = false
         var droppedDirs: [String] = []
@@ -145,7 +162,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                 throw SOPError(.notFound, "no database at \(path)", path: path)
             }
         }
-        let lock = try fs.lockDirectory(path)
+        let lock = options.clustered ? try fs.lockDirectoryShared(path) : try fs.lockDirectory(path)
         do {
             return try recover(path: path, options: options, pool: pool, lock: lock)
         } catch {
@@ -165,7 +182,10 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         // Leftovers of interrupted atomic writes and file creations are never part of the
         // database: the real file is only ever renamed into place complete.
         try removeTemporaryFiles(in: path, fs)
-        try removeTemporaryFiles(in: path + "/log", fs)
+        if !options.clustered {
+            // Clustered, another process may be creating a segment under a temporary name.
+            try removeTemporaryFiles(in: path + "/log", fs)
+        }
         let db: DatabaseFile = try readJSON(dbFile, fs)
         guard db.format == DatabaseFile.formatVersion, db.kind == "sop-database" else {
             throw SOPError(.unsupportedFormat, "database format \(db.format) is not supported (this build reads 1)", path: dbFile)
@@ -204,47 +224,97 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             st.stores[info.id] = StoreState(info: info, dir: dir, registry: reg, infoDirty: false)
             st.byName[info.name] = info.id
         }
-        // The log: replay commit records written after the checkpoint, cut the unfinished tail.
+        // The log: replay commit records written after the checkpoint (from every segment, in
+        // commit sequence order), cut unfinished tails.
         let logDir = path + "/log"
         try options.failpoints.hit("recovery.afterLoad")
         let numbers = try fs.list(logDir).compactMap { n -> Int? in
             n.hasSuffix(".log") ? Int(n.dropLast(4)) : nil
         }.sorted()
-        guard let lastNumber = numbers.last, numbers.contains(cp.segment) else {
-            throw SOPError(.corrupt, "log segment \(cp.segment) named by checkpoint.json is missing", path: logDir)
+        guard let lastNumber = numbers.last else {
+            throw SOPError(.corrupt, "the log has no segment", path: logDir)
         }
-        var replayed = 0
+        var starts: [Int: UInt64] = [:]
+        if let map = cp.segments {
+            for (k, v) in map {
+                guard let n = Int(k), numbers.contains(n) else {
+                    throw SOPError(.corrupt, "log segment \(k) named by checkpoint.json is missing", path: logDir)
+                }
+                starts[n] = max(v, UInt64(LogSegment.headerSize))
+            }
+        } else {
+            guard let cpSegment = cp.segment, numbers.contains(cpSegment) else {
+                throw SOPError(.corrupt, "log segment \(cp.segment ?? -1) named by checkpoint.json is missing", path: logDir)
+            }
+            starts[cpSegment] = max(cp.offset ?? 64, UInt64(LogSegment.headerSize))
+        }
+        var found: [Found] = []
+        var lastCommitEnds: [Int: UInt64] = [:]
         for n in numbers {
             let seg = try LogSegment.open(path: logDir + "/" + segmentName(n), io: fs)
             st.segments[n] = seg
-            guard n >= cp.segment else { continue }
-            let start = n == cp.segment ? cp.offset : 64
-            var lastCommitEnd = start
-            _ = try seg.scan(from: start) { offset, kind, payload in
-                guard kind == RecordKind.commit.rawValue else { return }
-                let record = try CommitRecordCodec.decode(payload, path: seg.path, offset: offset)
-                apply(record, to: &st, root: path)
-                replayed += 1
-                lastCommitEnd = offset + LogSegment.framedSize(payloadLength: payload.count)
+            if cp.segments == nil, let cpSegment = cp.segment, n < cpSegment {
+                st.applied[n] = seg.end     // before the old-style pointer: fully applied
+                continue
             }
-            if n == lastNumber {
-                try options.failpoints.hit("recovery.afterReplay")
-                // Anything after the last complete commit belongs to a commit that never
-                // happened: cut it so new records follow the last decided one.
-                if seg.end > lastCommitEnd {
-                    try seg.truncate(to: lastCommitEnd)
-                    try seg.dataSync()
-                }
-                try options.failpoints.hit("recovery.afterTruncate")
+            let start = starts[n] ?? UInt64(LogSegment.headerSize)
+            lastCommitEnds[n] = try scanCommits(seg, from: start, into: &found)
+        }
+        found.sort(by: Found.precedes)
+        for f in found {
+            apply(f.record, to: &st, root: path)
+            if let q = f.record.sequence { st.lastSequence = max(st.lastSequence, q) }
+        }
+        st.lastSequence = max(st.lastSequence, cp.sequence ?? 0)
+        let replayed = found.count
+        for (n, end) in lastCommitEnds { st.applied[n] = end }
+        try options.failpoints.hit("recovery.afterReplay")
+        if !options.clustered {
+            // Anything after a segment's last complete commit belongs to a commit that never
+            // happened: cut it so new records follow the last decided one. (Clustered, other
+            // processes may be appending: their segments are left alone.)
+            for n in numbers {
+                guard let seg = st.segments[n], let end = lastCommitEnds[n], seg.end > end else { continue }
+                try seg.truncate(to: end)
+                try seg.dataSync()
             }
         }
+        try options.failpoints.hit("recovery.afterTruncate")
         st.currentSegment = lastNumber
+        if options.clustered { st.ownSegment = nil }
         let storage = FileStorage(path: path, options: options, pool: pool, lock: lock, state: st)
         if replayed > 0 || list.stores.count != st.stores.count {
             try storage.checkpointBlocking()
         }
         try storage.removeOrphanStoreDirectories()
         return storage
+    }
+
+    /// A commit record found by a scan.
+    struct Found {
+        var segment: Int
+        var offset: UInt64
+        var end: UInt64
+        var record: CommitRecord
+        /// Commit order: by sequence (records without one — format 1, standalone — first, in
+        /// log order), then by place in the log.
+        static func precedes(_ a: Found, _ b: Found) -> Bool {
+            (a.record.sequence ?? 0, a.segment, a.offset) < (b.record.sequence ?? 0, b.segment, b.offset)
+        }
+    }
+
+    /// Collects the complete commit records of `seg` from `start`; returns the end of the last
+    /// one (or `start`).
+    static func scanCommits(_ seg: LogSegment, from start: UInt64, into found: inout [Found]) throws -> UInt64 {
+        var lastCommitEnd = start
+        _ = try seg.scan(from: start) { offset, kind, payload in
+            guard kind == RecordKind.commit.rawValue else { return }
+            let record = try CommitRecordCodec.decode(payload, path: seg.path, offset: offset)
+            let end = offset + LogSegment.framedSize(payloadLength: payload.count)
+            found.append(Found(segment: seg.number, offset: offset, end: end, record: record))
+            lastCommitEnd = end
+        }
+        return lastCommitEnd
     }
 
     static func segmentName(_ n: Int) -> String {
@@ -266,7 +336,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         let seg = try LogSegment.create(path: logDir + "/" + segmentName(1), number: 1, io: fs)
         seg.close()
         try writeJSON(StoreListFile(format: 1, stores: []), to: path + "/stores.json", fs)
-        try writeJSON(CheckpointFile(format: 1, segment: 1, offset: 64), to: path + "/checkpoint.json", fs)
+        try writeJSON(CheckpointFile(format: 2, segments: ["1": 64], sequence: 0), to: path + "/checkpoint.json", fs)
         // database.json last: its presence says the folder is a complete, empty database.
         try writeJSON(DatabaseFile(format: DatabaseFile.formatVersion, kind: "sop-database",
                                    hashMod: options.hashMod, createdAt: SystemClock().nowMilliseconds()),
@@ -426,12 +496,95 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
     }
 
-    /// The segment new records go to. Caller holds `commitLock`.
+    /// The segment new records go to. Caller holds `commitLock`. Clustered, that is a segment
+    /// this process created (claimed on first use).
     private func openSegmentForAppend() throws -> LogSegment {
-        let (closed, current) = state.withLock { ($0.closed, $0.segments[$0.currentSegment]) }
+        let (closed, current, own) = state.withLock { st in
+            (st.closed, st.segments[st.currentSegment], st.ownSegment.flatMap { st.segments[$0] })
+        }
         guard !closed else { throw SOPError(.invalidState, "the database is closed", path: path) }
+        if options.clustered {
+            if let own { return own }
+            return try claimSegment()
+        }
         guard let current else { throw SOPError(.internalError, "current log segment is missing", path: path) }
         return current
+    }
+
+    /// Clustered: creates a new segment numbered after every existing one (an exclusive create:
+    /// retried when another process took the number) and makes it this process's.
+    private func claimSegment() throws -> LogSegment {
+        let logDir = path + "/log"
+        for _ in 0..<1000 {
+            let highest = try files.list(logDir).compactMap { n -> Int? in
+                n.hasSuffix(".log") ? Int(n.dropLast(4)) : nil
+            }.max() ?? 0
+            let n = highest + 1
+            do {
+                let seg = try LogSegment.createExclusive(path: logDir + "/" + FileStorage.segmentName(n), number: n, io: files)
+                state.withLock { st in
+                    st.segments[n] = seg
+                    st.ownSegment = n
+                    st.applied[n] = UInt64(LogSegment.headerSize)
+                }
+                return seg
+            } catch let e as SOPError where e.code == .alreadyExists {
+                continue
+            }
+        }
+        throw SOPError(.io, "cannot claim a new log segment (too many concurrent claims)", path: logDir)
+    }
+
+    /// Clustered: applies the commits other processes made since the last catch-up, in
+    /// sequence order. The caller holds the cluster's commit lock, so every commit with a
+    /// lower sequence is complete on disk (a torn record of a dead process ends its segment
+    /// and is never completed).
+    public func catchUp() async throws {
+        try await pool.run { [self] in
+            try commitLock.withLock {
+                try checkNotPoisoned()
+                try catchUpLocked(contiguousOnly: false)
+            }
+        }
+    }
+
+    /// Clustered, without the cluster's lock: applies only the commits that directly follow
+    /// the last applied sequence (a later one may be on disk before an earlier one is seen).
+    public func catchUpOptimistically() async throws {
+        try await pool.run { [self] in
+            try commitLock.withLock {
+                try checkNotPoisoned()
+                try catchUpLocked(contiguousOnly: true)
+            }
+        }
+    }
+
+    private func catchUpLocked(contiguousOnly: Bool) throws {
+        guard options.clustered else { return }
+        let logDir = path + "/log"
+        let (known, own, applied) = state.withLock { st in (st.segments, st.ownSegment, st.applied) }
+        var segs = known
+        for name in try files.list(logDir) where name.hasSuffix(".log") {
+            guard let n = Int(name.dropLast(4)), segs[n] == nil else { continue }
+            segs[n] = try LogSegment.open(path: logDir + "/" + name, io: files)
+        }
+        var found: [Found] = []
+        for (n, seg) in segs where n != own {
+            _ = try FileStorage.scanCommits(seg, from: applied[n] ?? UInt64(LogSegment.headerSize), into: &found)
+        }
+        found.sort(by: Found.precedes)
+        let root = path
+        state.withLock { st in
+            for (n, seg) in segs where st.segments[n] == nil { st.segments[n] = seg }
+            for f in found {
+                let q = f.record.sequence ?? 0
+                if contiguousOnly && q > st.lastSequence + 1 { break }
+                FileStorage.apply(f.record, to: &st, root: root)
+                st.lastSequence = max(st.lastSequence, q)
+                st.logBytesSinceCheckpoint += f.end - (st.applied[f.segment] ?? f.offset)
+                st.applied[f.segment] = f.end
+            }
+        }
     }
 
     private struct View: CommittedState {
@@ -446,12 +599,13 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             try commitLock.withLock {
                 try checkNotPoisoned()
                 let seg = try openSegmentForAppend()
-                let record = try prepare(View(storage: self))
+                var record = try prepare(View(storage: self))
                 if record.isEmpty { return false }
+                record.sequence = state.withLock { $0.lastSequence } + 1
                 let payload = CommitRecordCodec.encode(record)
                 return try guarded {
                     try failpoints.hit("commit.beforeRecordWrite")
-                    _ = try seg.append(kind: RecordKind.commit.rawValue, payload: payload)
+                    let recordOffset = try seg.append(kind: RecordKind.commit.rawValue, payload: payload)
                     try failpoints.hit("commit.afterRecordWrite")
                     try seg.dataSync()      // the commit point
                     try failpoints.hit("commit.afterRecordSync")
@@ -459,6 +613,8 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                     let size = seg.end
                     let bytes = state.withLock { st -> UInt64 in
                         FileStorage.apply(record, to: &st, root: root)
+                        st.lastSequence = record.sequence ?? st.lastSequence
+                        st.applied[seg.number] = recordOffset + LogSegment.framedSize(payloadLength: payload.count)
                         st.logBytesSinceCheckpoint += LogSegment.framedSize(payloadLength: payload.count)
                         return st.logBytesSinceCheckpoint
                     }
@@ -473,6 +629,10 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
 
     /// Starts a new log segment. Caller holds `commitLock`; everything in `seg` is synced.
     private func rotateSegment(after seg: LogSegment) throws {
+        if options.clustered {
+            _ = try claimSegment()
+            return
+        }
         let n = seg.number + 1
         let next = try LogSegment.create(path: path + "/log/" + FileStorage.segmentName(n), number: n, io: files)
         state.withLock { st in
@@ -499,7 +659,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         try failpoints.hit("checkpoint.begin")
         let snapshot = state.withLock { st in st }
         var touched: [String: (file: RegistryFile, blocks: [(index: Int, handles: [Handle])])] = [:]
-        var regFiles = snapshot.registryFiles
+        // Clustered, other processes checkpoint too: read each registry file's slot state
+        // afresh rather than trusting what this process last wrote.
+        var regFiles = options.clustered ? [:] : snapshot.registryFiles
         for (id, s) in snapshot.stores {
             if !files.exists(s.dir) { try files.createDirectory(s.dir) }
             for slot in s.registry.dirty.sorted(by: { ($0.segment, $0.block) < ($1.segment, $1.block) }) {
@@ -532,14 +694,19 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             try FileStorage.writeJSON(StoreListFile(format: 1, stores: entries), to: path + "/stores.json", files)
         }
         try failpoints.hit("checkpoint.afterCatalog")
-        guard let seg = snapshot.segments[snapshot.currentSegment] else {
-            throw SOPError(.internalError, "current log segment is missing", path: path)
+        var map: [String: UInt64] = [:]
+        for (n, seg) in snapshot.segments {
+            map[String(n)] = snapshot.applied[n] ?? seg.end
         }
-        try FileStorage.writeJSON(CheckpointFile(format: 1, segment: seg.number, offset: seg.end),
+        try FileStorage.writeJSON(CheckpointFile(format: 2, segments: map, sequence: snapshot.lastSequence),
                                   to: path + "/checkpoint.json", files)
         try failpoints.hit("checkpoint.afterPointer")
         for dir in snapshot.droppedDirs { try files.removeTree(dir) }
         try failpoints.hit("checkpoint.afterDropCleanup")
+        if options.clustered {
+            for f in regFiles.values { f.close() }
+            regFiles = [:]
+        }
         state.withLock { st in
             st.registryFiles = regFiles
             for id in snapshot.stores.keys where st.stores[id] != nil {
@@ -556,7 +723,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         let already = state.withLock { $0.closed }
         if already { return }
         var failure: (any Error)?
-        if poison.withLock({ $0 }) == nil {
+        // Clustered, checkpoints need the cluster's commit lock: the caller runs them while
+        // holding it (``checkpoint()``); a close just lets go (the log is replayed by others).
+        if poison.withLock({ $0 }) == nil && !options.clustered {
             do { try await checkpoint() } catch { failure = error }
         }
         try await pool.run { [self] in

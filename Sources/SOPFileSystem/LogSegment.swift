@@ -89,6 +89,36 @@ public final class LogSegment: Sendable {
         return LogSegment(file: file, number: number, end: UInt64(headerSize))
     }
 
+    /// Creates segment `number` at `path` for one process of a clustered database: the header
+    /// is written and synced under a name no other process uses, then linked to `path`, which
+    /// fails with ``SOPError/Code/alreadyExists`` when another process claimed the number first.
+    public static func createExclusive(path: String, number: Int, io: any FileIO = PosixFileIO()) throws -> LogSegment {
+        guard number >= 0, number <= Int(UInt32.max) else {
+            throw SOPError(.invalidArgument, "log segment number \(number) is out of range", path: path)
+        }
+        var header = fileMagic
+        header.appendLE(formatVersion)
+        header.appendLE(UInt16(0))
+        header.appendLE(UInt32(number))
+        header.append(contentsOf: repeatElement(0, count: 60 - header.count))
+        header.appendLE(CRC32C.checksum(header))
+        let tmp = path + ".tmp-" + SOPID.random().hex
+        let staging = try io.open(tmp, create: true, exclusive: true)
+        defer { try? io.remove(tmp) }
+        do {
+            try staging.write(header, at: 0)
+            try staging.sync()
+            staging.close()
+        } catch {
+            staging.close()
+            throw error
+        }
+        try io.linkExclusive(tmp, to: path)
+        try io.syncDirectory(FileSystem.parentDirectory(of: path))
+        let file = try io.open(path, create: false, exclusive: false)
+        return LogSegment(file: file, number: number, end: UInt64(headerSize))
+    }
+
     /// Opens an existing segment and validates its header: ``SOPError/Code/corrupt`` for a
     /// short file, bad magic or checksum, ``SOPError/Code/unsupportedFormat`` for an unknown
     /// format version.

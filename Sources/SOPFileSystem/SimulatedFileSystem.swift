@@ -271,6 +271,19 @@ package final class SimulatedFileSystem: FileIO, @unchecked Sendable {
         return SimulatedLock(fs: self, path: path)
     }
 
+    package func lockDirectoryShared(_ path: String) throws -> any DirectoryLockHandle {
+        throw SOPError(.invalidArgument, "the simulated file system has no shared locks", path: path)
+    }
+
+    package func linkExclusive(_ from: String, to: String) throws {
+        if exists(to) { throw SOPError(.alreadyExists, "\(to) already exists", path: to) }
+        let bytes = try readFile(from)
+        let f = try open(to, create: true, exclusive: true)
+        defer { f.close() }
+        try f.write(bytes, at: 0)
+        try f.sync()
+    }
+
     fileprivate func unlock(_ path: String) {
         lock.withLock { _ = $0.locks.remove(path) }
     }
