@@ -56,6 +56,9 @@ final class Engine: Sendable {
     let l2: (any L2Cache)?
     /// Time to live of L2 entries (nil: until evicted).
     let l2TTL: Duration?
+    /// Prefix of L2 keys: physical IDs are unique only within one creation of a database, and
+    /// a shared (Redis) cache can outlive a database deleted and re-created in the same folder.
+    let l2Prefix: String
     /// Clustered mode: the commit lock and catch-up (nil standalone).
     let cluster: ClusterCoordinator?
     let fileStorage: FileStorage?
@@ -78,6 +81,7 @@ final class Engine: Sendable {
         self.cache = cache
         self.l2 = l2
         self.l2TTL = l2TTL
+        self.l2Prefix = "B" + String((storage as? FileStorage)?.createdAt ?? 0, radix: 36) + ":"
         self.cluster = cluster
         self.options = options
         self.path = path
@@ -109,7 +113,7 @@ final class Engine: Sendable {
     /// Reads a blob through the L2 cache.
     func readBlob(_ physical: SOPID) async throws -> [UInt8] {
         guard let l2 else { return try await storage.readBlob(physical) }
-        let key = "B" + physical.hex
+        let key = l2Prefix + physical.hex
         // The cache is an optimisation: when it fails (Redis down), read the log.
         if let hit = try? await l2.get(key) { return hit }
         let bytes = try await storage.readBlob(physical)

@@ -114,6 +114,8 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         var logBytesSinceCheckpoint: UInt64 = 0
         var closed = false
         var hashMod: Int = 256
+        /// `database.json`'s creation time: tells a database from one re-created in its folder.
+        var createdAt: Int64 = 0
     }
 
     private init(path: String, options: FileStorageOptions, pool: BlockingIOPool, lock: any DirectoryLockHandle,
@@ -194,6 +196,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             throw SOPError(.corrupt, "database.json has an invalid hashMod \(db.hashMod)", path: dbFile)
         }
         st.hashMod = db.hashMod
+        st.createdAt = db.createdAt
         let cp: CheckpointFile = try readJSON(path + "/checkpoint.json", fs)
         let list: StoreListFile = try readJSON(path + "/stores.json", fs)
         for e in list.stores {
@@ -743,6 +746,10 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     }
 
     // MARK: - Diagnostics
+
+    /// When the database was created (from `database.json`): physical IDs are unique only
+    /// within one creation, so caches shared between processes key blobs by both.
+    public var createdAt: Int64 { state.withLock { $0.createdAt } }
 
     /// Total bytes of log records since the last checkpoint.
     public var logBytesSinceCheckpoint: UInt64 { state.withLock { $0.logBytesSinceCheckpoint } }
