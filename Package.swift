@@ -48,5 +48,7 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(name: "SOPCLITests", dependencies: ["SOP", "SOPCLI"], swiftSettings: strict),
+        // Clustered mode: real `sop` processes on one folder with private redis-servers.
+        .testTarget(name: "SOPClusterTests", dependencies: ["SOP", "SOPCLI", "SOPRedis", "SOPCore"], swiftSettings: strict),
     ]
 )

@@ -170,11 +170,19 @@ public final class Database: Sendable {
                                       fileOptions: FileStorageOptions) async throws -> Database {
         var fo = fileOptions
         fo.clustered = true
+        // The namespace comes from the canonical path; a missing folder is created later,
+        // under the commit lock (nothing is written when Redis cannot be reached).
         var folder = FileSystem.absolutePath(path)
-        if !FileSystem.exists(folder) && options.createIfMissing {
-            try FileSystem.createDirectory(folder)
+        if FileSystem.exists(folder) {
+            folder = canonicalPath(folder)
+        } else {
+            let parent = FileSystem.parentDirectory(of: folder)
+            let name = String(folder.dropFirst(parent.count).drop { $0 == "/" })
+            if FileSystem.exists(parent) {
+                let cp = canonicalPath(parent)
+                folder = (cp == "/" ? "" : cp) + "/" + name
+            }
         }
-        folder = canonicalPath(folder)
         let cluster = try ClusterCoordinator(url: url, namespace: RedisNamespace.forDatabaseFolder(folder),
                                              lockTTL: options.clusterLockTTL)
         // Loaded under the commit lock: no other process checkpoints or commits meanwhile.
