@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import SOP
 
 /// `sop workload bank`: a pgbench-like load of money transfers between accounts of store
@@ -88,6 +89,10 @@ struct BankCommand: AsyncParsableCommand {
                 }
             }
             done += 1
+        }
+        if ProcessInfo.processInfo.environment["SOP_BANK_STATS"] != nil {
+            // Measurements (stderr, so stdout keeps the documented lines only).
+            writeFD(2, "stats: transfers \(done) transactions \(n) redis-round-trips \(db.redisRoundTrips)\n")
         }
         try await db.close()
     }

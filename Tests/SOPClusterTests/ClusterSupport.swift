@@ -48,8 +48,11 @@ final class Background: @unchecked Sendable {
     let process = Process()
     let outPath: String
     let errPath: String
+    /// True for processes started with a stall failpoint (slow committers).
+    let stalls: Bool
 
     init(_ args: [String], out: String, env: [String: String] = [:]) throws {
+        stalls = env["SOP_FAILPOINTS"] != nil
         outPath = out
         errPath = out + ".err"
         _ = FileManager.default.createFile(atPath: outPath, contents: nil)
@@ -178,4 +181,11 @@ func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {
         usleep(20_000)
     }
     return condition()
+}
+
+/// The canonical path of an existing folder (as the engine derives Redis namespaces).
+func realPath(_ path: String) -> String {
+    guard let p = realpath(path, nil) else { return path }
+    defer { free(p) }
+    return String(cString: p)
 }
