@@ -14,6 +14,8 @@ struct SOPCommand: AsyncParsableCommand {
         discussion: """
             Every command takes --db PATH (before or after the command name); the folder is
             created when it does not exist. Keys and values are JSON texts: '"ada"', '42', '{"born":1815}'.
+            --redis URL (anywhere too) opens the database in clustered mode: any number of processes \
+            share the folder, coordinated by the Redis at URL (redis://[user:password@]host[:port][/db]).
             """,
         subcommands: [CreateStore.self, DropStore.self, Put.self, Add.self, Get.self, Delete.self, Import.self,
                       Scan.self, Stores.self, Check.self, Workload.self])
