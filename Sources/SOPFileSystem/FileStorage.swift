@@ -442,16 +442,40 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     }
 
     public func commit(_ prepare: @escaping @Sendable (any CommittedState) throws -> CommitRecord) async throws {
-        let needCheckpoint = try await pool.run { [self] () throws -> Bool in
+        try await commit(blobs: []) { _, view in try prepare(view) }
+    }
+
+    @discardableResult
+    public func commit(blobs: [[UInt8]],
+                       _ prepare: @escaping @Sendable ([SOPID], any CommittedState) throws -> CommitRecord) async throws -> [SOPID] {
+        let (needCheckpoint, ids) = try await pool.run { [self] () throws -> (Bool, [SOPID]) in
             try commitLock.withLock {
                 try checkNotPoisoned()
                 let seg = try openSegmentForAppend()
-                let record = try prepare(View(storage: self))
-                if record.isEmpty { return false }
+                // Where the blobs will land: appends are serialized by `commitLock`, so the
+                // offsets are known before writing, and the record can name them.
+                var offsets: [UInt64] = []
+                offsets.reserveCapacity(blobs.count)
+                let start = seg.end
+                var at = start
+                for b in blobs {
+                    offsets.append(at)
+                    at += LogSegment.framedSize(payloadLength: b.count)
+                }
+                let ids = zip(offsets, blobs).map { FileStorage.physicalID(segment: seg.number, offset: $0, length: $1.count) }
+                let record = try prepare(ids, View(storage: self))
+                if record.isEmpty && blobs.isEmpty { return (false, []) }
                 let payload = CommitRecordCodec.encode(record)
                 return try guarded {
+                    try failpoints.hit("blob.beforeWrite")
                     try failpoints.hit("commit.beforeRecordWrite")
-                    _ = try seg.append(kind: RecordKind.commit.rawValue, payload: payload)
+                    var batch = blobs.map { (kind: RecordKind.blob.rawValue, payload: $0) }
+                    batch.append((kind: RecordKind.commit.rawValue, payload: payload))
+                    let written = try seg.appendBatch(batch)   // blobs and the record: one write
+                    guard Array(written.dropLast()) == offsets else {
+                        throw SOPError(.internalError, "log append landed at unexpected offsets", path: seg.path)
+                    }
+                    try failpoints.hit("blob.afterWrite")
                     try failpoints.hit("commit.afterRecordWrite")
                     try seg.dataSync()      // the commit point
                     try failpoints.hit("commit.afterRecordSync")
@@ -459,16 +483,17 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                     let size = seg.end
                     let bytes = state.withLock { st -> UInt64 in
                         FileStorage.apply(record, to: &st, root: root)
-                        st.logBytesSinceCheckpoint += LogSegment.framedSize(payloadLength: payload.count)
+                        st.logBytesSinceCheckpoint += (at - start) + LogSegment.framedSize(payloadLength: payload.count)
                         return st.logBytesSinceCheckpoint
                     }
                     try failpoints.hit("commit.afterApply")
                     if size >= options.segmentBytes { try rotateSegment(after: seg) }
-                    return bytes >= options.checkpointBytes
+                    return (bytes >= options.checkpointBytes, ids)
                 }
             }
         }
         if needCheckpoint { try await checkpoint() }
+        return ids
     }
 
     /// Starts a new log segment. Caller holds `commitLock`; everything in `seg` is synced.
