@@ -35,6 +35,8 @@ public struct DatabaseOptions: Sendable {
     package var failpoints = Failpoints()
     /// Registry blocks per segment file for a new database (tests use small files).
     package var registryHashMod = 256
+    /// Log space written ahead at a time (tests use little).
+    package var preallocateBytes: UInt64 = 8 << 20
 
     /// Default options.
     public init() {}
@@ -135,6 +137,7 @@ public final class Database: Sendable {
         fo.fileIO = options.fileIO
         fo.failpoints = options.failpoints
         fo.hashMod = options.registryHashMod
+        fo.preallocateBytes = options.preallocateBytes
         let storage = try await FileStorage.open(at: path, options: fo)
         let engine = Engine(storage: storage, locker: InMemoryLocker(), cache: NodeCache(capacity: options.nodeCacheBytes),
                             l2: options.blobCacheBytes > 0 ? InMemoryL2Cache(capacity: options.blobCacheBytes) : nil,

@@ -348,6 +348,21 @@ public final class LogSegment: Sendable {
     }
 
     /// Cuts the file at `offset` (at least 64) and continues appending there.
+    /// Extends the file with written zeros up to `size` (when shorter), without moving
+    /// ``end``. Appends into already-written space change no file metadata, so the
+    /// `fdatasync` of a commit flushes data only; a scan stops at the zeros (no record has an
+    /// all-zero header).
+    public func preallocate(to size: UInt64) throws {
+        var current = try file.size()
+        guard current < size else { return }
+        let chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while current < size {
+            let n = Int(min(UInt64(chunk.count), size - current))
+            try chunk.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: current) }
+            current += UInt64(n)
+        }
+    }
+
     public func truncate(to offset: UInt64) throws {
         guard offset >= UInt64(Self.headerSize) else {
             throw SOPError(.invalidArgument, "cannot truncate log segment inside its header (\(offset))", path: path)

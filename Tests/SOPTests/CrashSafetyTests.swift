@@ -84,6 +84,7 @@ import Testing
         o.failpoints = fp
         o.checkpointBytes = checkpointBytes   // 1: checkpoint after every commit, so its steps trip too
         o.registryHashMod = 4                  // small registry files: fast to copy at each simulated crash
+        o.preallocateBytes = 8 << 10           // a little log written ahead, so that path is crashed too
         return o
     }
 
