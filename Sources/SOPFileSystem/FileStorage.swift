@@ -475,7 +475,11 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                     try failpoints.hit("blob.beforeWrite")
                     try failpoints.hit("commit.beforeRecordWrite")
                     let recordEnd = at + LogSegment.framedSize(payloadLength: payload.count)
-                    if options.preallocateBytes > 0 && recordEnd > preallocated {
+                    // Only small commits gain (their sync would otherwise be dominated by the
+                    // metadata update); a large commit's own data amortizes it, and writing
+                    // zeros first would double its bytes.
+                    let small = recordEnd - start < 256 << 10
+                    if options.preallocateBytes > 0 && recordEnd > preallocated && small {
                         preallocated = recordEnd + options.preallocateBytes
                         try seg.preallocate(to: preallocated)
                     }
