@@ -71,21 +71,7 @@ public final class LogSegment: Sendable {
         header.appendLE(CRC32C.checksum(header))
         // Built under a temporary name and renamed into place, so a crash never leaves a
         // segment without its header.
-        guard !io.exists(path) else { throw SOPError(.io, "log segment already exists", path: path) }
-        let tmp = path + ".tmp-new"
-        try io.remove(tmp)
-        let staging = try io.open(tmp, create: true, exclusive: true)
-        do {
-            try staging.write(header, at: 0)
-            try staging.sync()
-            staging.close()
-            try io.rename(tmp, to: path)
-            try io.syncDirectory(FileSystem.parentDirectory(of: path))
-        } catch {
-            staging.close()
-            throw error
-        }
-        let file = try io.open(path, create: false, exclusive: false)
+        let file = try io.createAtomically(path) { try $0.write(header, at: 0) }
         return LogSegment(file: file, number: number, end: UInt64(headerSize))
     }
 
