@@ -213,6 +213,10 @@ public final class Database: Sendable {
 
     /// Blobs read since the database was opened (tests and measurements): separately stored
     /// values fetched, and nodes loaded because they were not in the L1 cache.
+    /// True after a failed write: the database refuses writes until it is reopened (and
+    /// recovery decides from what is on disk).
+    public var needsReopen: Bool { (engine.storage as? FileStorage)?.needsReopen ?? false }
+
     /// Entries in the in-process L2 blob cache (tests).
     package var blobCacheEntries: Int {
         (engine.l2 as? InMemoryL2Cache)?.statistics.entries ?? 0

@@ -305,6 +305,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
     }
 
+    /// True after a write failed: the database must be reopened before it accepts writes.
+    public var needsReopen: Bool { poison.withLock { $0 != nil } }
+
     /// Throws when an earlier write failed (see ``poison``).
     private func checkNotPoisoned() throws {
         if let e = poison.withLock({ $0 }) { throw e }
@@ -506,7 +509,12 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                 }
             }
         }
-        if needCheckpoint { try await checkpoint() }
+        if needCheckpoint {
+            // The commit is durable whatever happens here: a failed checkpoint poisons the
+            // storage (later writes fail until reopened, and recovery replays the log), but
+            // it does not turn this commit into an error the caller might retry.
+            do { try await checkpoint() } catch let crash as FailpointCrash { throw crash } catch {}
+        }
         return ids
     }
 
