@@ -73,7 +73,10 @@ final class Engine: Sendable {
     func loadNode<K: Codable & Sendable>(_ handle: Handle, coder: JSONCoder<K>, typeTag: ObjectIdentifier) async throws -> EngineNode<K> {
         let key = NodeCache.Key(physical: handle.active, type: typeTag)
         if let hit = cache.get(key) as? EngineNode<K> { return hit }
-        let bytes = try await readBlob(handle.active)
+        // Standalone, the L2 is in this process: caching node blobs there would only
+        // duplicate L1 (and the OS page cache), so nodes go through it only when it is shared.
+        let bytes = options.coordination == .standalone
+            ? try await storage.readBlob(handle.active) : try await readBlob(handle.active)
         reads.withLock { $0.nodeBlobReads += 1; $0.nodeBlobBytes += bytes.count }
         let node: EngineNode<K>
         do {
