@@ -43,6 +43,8 @@ public struct DatabaseOptions: Sendable {
     package var failpoints = Failpoints()
     /// Registry blocks per segment file for a new database (tests use small files).
     package var registryHashMod = 256
+    /// Log space written ahead at a time (tests use little).
+    package var preallocateBytes: UInt64 = 8 << 20
 
     /// Default options.
     public init() {}
@@ -91,7 +93,10 @@ final class Engine: Sendable {
     func loadNode<K: Codable & Sendable>(_ handle: Handle, coder: JSONCoder<K>, typeTag: ObjectIdentifier) async throws -> EngineNode<K> {
         let key = NodeCache.Key(physical: handle.active, type: typeTag)
         if let hit = cache.get(key) as? EngineNode<K> { return hit }
-        let bytes = try await readBlob(handle.active)
+        // Standalone, the L2 is in this process: caching node blobs there would only
+        // duplicate L1 (and the OS page cache), so nodes go through it only when it is shared.
+        let bytes = options.coordination == .standalone
+            ? try await storage.readBlob(handle.active) : try await readBlob(handle.active)
         reads.withLock { $0.nodeBlobReads += 1; $0.nodeBlobBytes += bytes.count }
         let node: EngineNode<K>
         do {
@@ -156,6 +161,7 @@ public final class Database: Sendable {
         fo.fileIO = options.fileIO
         fo.failpoints = options.failpoints
         fo.hashMod = options.registryHashMod
+        fo.preallocateBytes = options.preallocateBytes
         if case .redis(let url) = options.coordination {
             return try await openClustered(at: path, url: url, options: options, fileOptions: fo)
         }
@@ -170,6 +176,9 @@ public final class Database: Sendable {
                                       fileOptions: FileStorageOptions) async throws -> Database {
         var fo = fileOptions
         fo.clustered = true
+        // No zeros written ahead: other processes scan this process's segment up to its
+        // size, and would read through the zeros at every catch-up.
+        fo.preallocateBytes = 0
         // The namespace comes from the canonical path; a missing folder is created later,
         // under the commit lock (nothing is written when Redis cannot be reached).
         var folder = FileSystem.absolutePath(path)
@@ -290,6 +299,10 @@ public final class Database: Sendable {
 
     /// Blobs read since the database was opened (tests and measurements): separately stored
     /// values fetched, and nodes loaded because they were not in the L1 cache.
+    /// True after a failed write: the database refuses writes until it is reopened (and
+    /// recovery decides from what is on disk).
+    public var needsReopen: Bool { (engine.storage as? FileStorage)?.needsReopen ?? false }
+
     /// Entries in the in-process L2 blob cache (tests).
     package var blobCacheEntries: Int {
         (engine.l2 as? InMemoryL2Cache)?.statistics.entries ?? 0

@@ -63,6 +63,7 @@ public final class Transaction: @unchecked Sendable {
     /// Clustered: this transaction holds the database's commit lock.
     private var holdsClusterLock = false
     private var preparedNodes: [(store: SOPID, id: SOPID, physical: SOPID)] = []
+    private var deferredNodes: (blobs: [[UInt8]], owners: [(store: SOPID, id: SOPID)]) = ([], [])
 
     init(engine: Engine, mode: Mode, maxDuration: Duration) {
         self.engine = engine
@@ -300,7 +301,9 @@ public final class Transaction: @unchecked Sendable {
     /// Throws ``SOPError/Code/conflict`` (retryable) when another transaction changed what
     /// this one read or wrote; the transaction is then rolled back.
     public func commit() async throws {
-        try await phase1Commit()
+        // One step for the common case: nodes are encoded in phase 1 but written together
+        // with the commit record (one write, one sync).
+        try await phase1(deferNodeWrites: true)
         try await phase2Commit()
     }
 
@@ -311,6 +314,10 @@ public final class Transaction: @unchecked Sendable {
     /// Phase 1 of a two-phase commit: locks what is written, re-checks every version read,
     /// and writes the new nodes. After it succeeds, ``phase2Commit()`` cannot conflict.
     public func phase1Commit() async throws {
+        try await phase1(deferNodeWrites: false)
+    }
+
+    private func phase1(deferNodeWrites: Bool) async throws {
         try checkUsable(writing: false)
         do {
             let fp = engine.options.failpoints
@@ -326,7 +333,7 @@ public final class Transaction: @unchecked Sendable {
             try await fp.hitAsync("commit.afterLock")
             if mode != .noCheck || hasWrites { try await validate() }
             try await fp.hitAsync("commit.afterValidate")
-            try await writeNodes()
+            try await writeNodes(deferred: deferNodeWrites)
             state = .prepared
         } catch {
             await release()
@@ -441,7 +448,9 @@ public final class Transaction: @unchecked Sendable {
         }
     }
 
-    private func writeNodes() async throws {
+    /// Encodes the changed nodes; writes them now, or (`deferred`) keeps them for the commit
+    /// record's write.
+    private func writeNodes(deferred: Bool) async throws {
         var blobs: [[UInt8]] = []
         var owners: [(store: SOPID, id: SOPID)] = []
         for w in works.values where w.hasChanges {
@@ -449,6 +458,10 @@ public final class Transaction: @unchecked Sendable {
                 blobs.append(n.bytes)
                 owners.append((w.info.id, n.id))
             }
+        }
+        if deferred {
+            deferredNodes = (blobs, owners)
+            return
         }
         let ids = try await engine.storage.writeBlobs(blobs)
         preparedNodes = zip(owners, ids).map { ($0.store, $0.id, $1) }
@@ -466,12 +479,19 @@ public final class Transaction: @unchecked Sendable {
         let droppedIDs = dropped.values.map(\.id)
         let changeSets = adds
         let storeStates = infos
-        let physical = Dictionary(nodes.map { ($0.id, $0.physical) }, uniquingKeysWith: { a, _ in a })
+        let written = Dictionary(nodes.map { ($0.id, $0.physical) }, uniquingKeysWith: { a, _ in a })
+        let deferred = deferredNodes
+        @Sendable func locations(_ ids: [SOPID]) -> [SOPID: SOPID] {
+            var physical = written
+            for (o, p) in zip(deferred.owners, ids) { physical[o.id] = p }
+            return physical
+        }
         if let cluster = engine.cluster {
             try await engine.options.failpoints.hitAsync("cluster.beforeFence")
             try await cluster.verify(owner: id)
         }
-        try await engine.storage.commit { view in
+        let ids = try await engine.storage.commit(blobs: deferred.blobs) { ids, view in
+            let physical = locations(ids)
             var record = CommitRecord(transactionID: txID, droppedStores: droppedIDs)
             for s in storeStates {
                 if s.isNew {
@@ -506,6 +526,7 @@ public final class Transaction: @unchecked Sendable {
             }
             return record
         }
+        let physical = locations(ids)
         for w in works.values where w.hasChanges { w.publish(physical: physical) }
     }
 }

@@ -77,6 +77,12 @@ public protocol StorageBackend: AnyObject, Sendable {
     /// state (or throws to abort: nothing is written); the record is then made durable and
     /// applied. When this returns, the commit survives a crash or power loss.
     func commit(_ prepare: @escaping @Sendable (any CommittedState) throws -> CommitRecord) async throws
+    /// Like ``commit(_:)``, but first writes `blobs` in the same locked step (one write and
+    /// one sync for a whole commit); `prepare` gets their physical IDs, in order, and so
+    /// does the caller.
+    @discardableResult
+    func commit(blobs: [[UInt8]],
+                _ prepare: @escaping @Sendable ([SOPID], any CommittedState) throws -> CommitRecord) async throws -> [SOPID]
     /// Writes the committed state into the registry and catalog files so the log can be reused.
     func checkpoint() async throws
     /// Checkpoints and releases the database (its lock file). Further calls fail.

@@ -99,6 +99,28 @@ extension FileIO {
         try syncDirectory(FileSystem.parentDirectory(of: path))
     }
 
+    /// Creates the file `path` complete or not at all: `fill` writes it under a temporary
+    /// name, which is synced and renamed into place, and the directory is synced. A crash
+    /// never leaves a half-written file at `path`. Fails if `path` exists. Returns the file,
+    /// open.
+    public func createAtomically(_ path: String, _ fill: (any FileHandleIO) throws -> Void) throws -> any FileHandleIO {
+        guard !exists(path) else { throw SOPError(.io, "file already exists", path: path) }
+        let tmp = path + ".tmp-new"
+        try remove(tmp)
+        let staging = try open(tmp, create: true, exclusive: true)
+        do {
+            try fill(staging)
+            try staging.sync()
+            staging.close()
+            try rename(tmp, to: path)
+            try syncDirectory(FileSystem.parentDirectory(of: path))
+        } catch {
+            staging.close()
+            throw error
+        }
+        return try open(path, create: false, exclusive: false)
+    }
+
     /// Removes a directory tree; a missing path is not an error.
     public func removeTree(_ path: String) throws {
         if isDirectory(path) {

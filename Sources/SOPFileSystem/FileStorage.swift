@@ -12,6 +12,9 @@ public struct FileStorageOptions: Sendable {
     public var segmentBytes: UInt64 = 256 << 20
     /// Create the database folder when it does not exist.
     public var createIfMissing: Bool = true
+    /// Log space written ahead (as zeros) at a time, so commits append into allocated space
+    /// and their `fdatasync` needs no metadata update. 0 turns it off.
+    public var preallocateBytes: UInt64 = 8 << 20
     /// The file system (the real one, or a test double that injects faults).
     public var fileIO: any FileIO = PosixFileIO()
     /// Failpoints of the commit protocol and recovery (tests).
@@ -82,6 +85,8 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     let failpoints: Failpoints
     private let directoryLock: any DirectoryLockHandle
     private let commitLock = BlockingLock()
+    /// Bytes of the current segment written ahead as zeros (guarded by `commitLock`).
+    nonisolated(unsafe) private var preallocated: UInt64 = 0
     private let state: Mutex<State>
     /// Set by the first write-path failure: the process's view of the files is no longer
     /// trustworthy (a failed fsync may have lost data), so every later write is refused
@@ -373,6 +378,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
     }
 
+    /// True after a write failed: the database must be reopened before it accepts writes.
+    public var needsReopen: Bool { poison.withLock { $0 != nil } }
+
     /// Throws when an earlier write failed (see ``poison``).
     private func checkNotPoisoned() throws {
         if let e = poison.withLock({ $0 }) { throw e }
@@ -598,17 +606,50 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     }
 
     public func commit(_ prepare: @escaping @Sendable (any CommittedState) throws -> CommitRecord) async throws {
-        let needCheckpoint = try await pool.run { [self] () throws -> Bool in
+        try await commit(blobs: []) { _, view in try prepare(view) }
+    }
+
+    @discardableResult
+    public func commit(blobs: [[UInt8]],
+                       _ prepare: @escaping @Sendable ([SOPID], any CommittedState) throws -> CommitRecord) async throws -> [SOPID] {
+        let (needCheckpoint, ids) = try await pool.run { [self] () throws -> (Bool, [SOPID]) in
             try commitLock.withLock {
                 try checkNotPoisoned()
                 let seg = try openSegmentForAppend()
-                var record = try prepare(View(storage: self))
-                if record.isEmpty { return false }
+                // Where the blobs will land: appends are serialized by `commitLock`, so the
+                // offsets are known before writing, and the record can name them.
+                var offsets: [UInt64] = []
+                offsets.reserveCapacity(blobs.count)
+                let start = seg.end
+                var at = start
+                for b in blobs {
+                    offsets.append(at)
+                    at += LogSegment.framedSize(payloadLength: b.count)
+                }
+                let ids = zip(offsets, blobs).map { FileStorage.physicalID(segment: seg.number, offset: $0, length: $1.count) }
+                var record = try prepare(ids, View(storage: self))
+                if record.isEmpty && blobs.isEmpty { return (false, []) }
                 record.sequence = state.withLock { $0.lastSequence } + 1
                 let payload = CommitRecordCodec.encode(record)
                 return try guarded {
+                    try failpoints.hit("blob.beforeWrite")
                     try failpoints.hit("commit.beforeRecordWrite")
-                    let recordOffset = try seg.append(kind: RecordKind.commit.rawValue, payload: payload)
+                    let recordEnd = at + LogSegment.framedSize(payloadLength: payload.count)
+                    // Only small commits gain (their sync would otherwise be dominated by the
+                    // metadata update); a large commit's own data amortizes it, and writing
+                    // zeros first would double its bytes.
+                    let small = recordEnd - start < 256 << 10
+                    if options.preallocateBytes > 0 && recordEnd > preallocated && small {
+                        preallocated = recordEnd + options.preallocateBytes
+                        try seg.preallocate(to: preallocated)
+                    }
+                    var batch = blobs.map { (kind: RecordKind.blob.rawValue, payload: $0) }
+                    batch.append((kind: RecordKind.commit.rawValue, payload: payload))
+                    let written = try seg.appendBatch(batch)   // blobs and the record: one write
+                    guard Array(written.dropLast()) == offsets else {
+                        throw SOPError(.internalError, "log append landed at unexpected offsets", path: seg.path)
+                    }
+                    try failpoints.hit("blob.afterWrite")
                     try failpoints.hit("commit.afterRecordWrite")
                     try seg.dataSync()      // the commit point
                     try failpoints.hit("commit.afterRecordSync")
@@ -617,21 +658,31 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                     let bytes = state.withLock { st -> UInt64 in
                         FileStorage.apply(record, to: &st, root: root)
                         st.lastSequence = record.sequence ?? st.lastSequence
-                        st.applied[seg.number] = recordOffset + LogSegment.framedSize(payloadLength: payload.count)
-                        st.logBytesSinceCheckpoint += LogSegment.framedSize(payloadLength: payload.count)
+                        st.applied[seg.number] = recordEnd
+                        st.logBytesSinceCheckpoint += (at - start) + LogSegment.framedSize(payloadLength: payload.count)
                         return st.logBytesSinceCheckpoint
                     }
                     try failpoints.hit("commit.afterApply")
                     if size >= options.segmentBytes { try rotateSegment(after: seg) }
-                    return bytes >= options.checkpointBytes
+                    return (bytes >= options.checkpointBytes, ids)
                 }
             }
         }
-        if needCheckpoint { try await checkpoint() }
+        if needCheckpoint {
+            // The commit is durable whatever happens here: a failed checkpoint poisons the
+            // storage (later writes fail until reopened, and recovery replays the log), but
+            // it does not turn this commit into an error the caller might retry.
+            do { try await checkpoint() } catch let crash as FailpointCrash { throw crash } catch {}
+        }
+        return ids
     }
 
     /// Starts a new log segment. Caller holds `commitLock`; everything in `seg` is synced.
     private func rotateSegment(after seg: LogSegment) throws {
+        // Cut the zeros written ahead: a finished segment ends with its last record.
+        try seg.truncate(to: seg.end)
+        try seg.dataSync()
+        preallocated = 0
         if options.clustered {
             _ = try claimSegment()
             return

@@ -71,21 +71,7 @@ public final class LogSegment: Sendable {
         header.appendLE(CRC32C.checksum(header))
         // Built under a temporary name and renamed into place, so a crash never leaves a
         // segment without its header.
-        guard !io.exists(path) else { throw SOPError(.io, "log segment already exists", path: path) }
-        let tmp = path + ".tmp-new"
-        try io.remove(tmp)
-        let staging = try io.open(tmp, create: true, exclusive: true)
-        do {
-            try staging.write(header, at: 0)
-            try staging.sync()
-            staging.close()
-            try io.rename(tmp, to: path)
-            try io.syncDirectory(FileSystem.parentDirectory(of: path))
-        } catch {
-            staging.close()
-            throw error
-        }
-        let file = try io.open(path, create: false, exclusive: false)
+        let file = try io.createAtomically(path) { try $0.write(header, at: 0) }
         return LogSegment(file: file, number: number, end: UInt64(headerSize))
     }
 
@@ -378,6 +364,21 @@ public final class LogSegment: Sendable {
     }
 
     /// Cuts the file at `offset` (at least 64) and continues appending there.
+    /// Extends the file with written zeros up to `size` (when shorter), without moving
+    /// ``end``. Appends into already-written space change no file metadata, so the
+    /// `fdatasync` of a commit flushes data only; a scan stops at the zeros (no record has an
+    /// all-zero header).
+    public func preallocate(to size: UInt64) throws {
+        var current = try file.size()
+        guard current < size else { return }
+        let chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while current < size {
+            let n = Int(min(UInt64(chunk.count), size - current))
+            try chunk.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: current) }
+            current += UInt64(n)
+        }
+    }
+
     public func truncate(to offset: UInt64) throws {
         guard offset >= UInt64(Self.headerSize) else {
             throw SOPError(.invalidArgument, "cannot truncate log segment inside its header (\(offset))", path: path)

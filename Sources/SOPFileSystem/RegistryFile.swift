@@ -76,22 +76,10 @@ public final class RegistryFile: Sendable {
         }
         // Built under a temporary name and renamed into place, so a crash never leaves a
         // registry file without its header or geometry.
-        guard !io.exists(path) else { throw SOPError(.io, "registry file already exists", path: path) }
-        let tmp = path + ".tmp-new"
-        try io.remove(tmp)
-        let staging = try io.open(tmp, create: true, exclusive: true)
-        do {
-            try staging.write(header, at: 0)
-            try staging.truncate(to: UInt64(blockSize) * UInt64(1 + 2 * hashMod))
-            try staging.sync()
-            staging.close()
-            try io.rename(tmp, to: path)
-            try io.syncDirectory(FileSystem.parentDirectory(of: path))
-        } catch {
-            staging.close()
-            throw error
+        let file = try io.createAtomically(path) { f in
+            try f.write(header, at: 0)
+            try f.truncate(to: UInt64(blockSize) * UInt64(1 + 2 * hashMod))
         }
-        let file = try io.open(path, create: false, exclusive: false)
         return RegistryFile(file: file, hashMod: hashMod, segmentIndex: segmentIndex)
     }
 

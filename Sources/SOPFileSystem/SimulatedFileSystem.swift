@@ -45,6 +45,8 @@ package final class SimulatedFileSystem: FileIO, @unchecked Sendable {
         var failAt: Int?
         var fault: Fault = .eio
         var frozen = false
+        var predicate: (@Sendable (String, String) -> Bool)?
+        var predicateFault: Fault = .eio
     }
 
     private let mutex = BlockingLock()
@@ -69,6 +71,15 @@ package final class SimulatedFileSystem: FileIO, @unchecked Sendable {
         lock.withLock { s in
             s.failAt = s.operations + n
             s.fault = fault
+        }
+    }
+
+    /// Fails every operation for which `predicate(operation, path)` is true (operation names
+    /// as in the errors: "pwrite", "fsync", "rename", ...) with `fault`; `nil` stops it.
+    package func failWhen(_ fault: Fault = .eio, _ predicate: (@Sendable (String, String) -> Bool)?) {
+        lock.withLock { s in
+            s.predicate = predicate
+            s.predicateFault = fault
         }
     }
 
@@ -149,6 +160,11 @@ package final class SimulatedFileSystem: FileIO, @unchecked Sendable {
         try lock.withLock { s in
             if s.frozen { throw SOPError(.io, "\(what) failed: the process has crashed", path: path) }
             s.operations += 1
+            if let p = s.predicate, p(what, path) {
+                if s.predicateFault == .shortWrite && write { return .shortWrite }
+                let name = s.predicateFault == .enospc ? "No space left on device" : "Input/output error"
+                throw SOPError(.io, "\(what) failed: \(name) (injected)", path: path)
+            }
             if let f = s.failAt, s.operations == f {
                 s.failAt = nil
                 if s.fault == .shortWrite && write { return .shortWrite }

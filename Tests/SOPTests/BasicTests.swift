@@ -217,7 +217,7 @@ struct Person: Codable, Sendable, Equatable {
             }
         }
         let stats = db2.readStatistics
-        let cachedValues = db2.blobCacheEntries - stats.nodeBlobReads   // L2 holds the nodes read, plus cached values
+        let cachedValues = db2.blobCacheEntries   // standalone, L2 holds separately stored values only
         switch placement {
         case .inNode:
             #expect(stats.valueBlobReads == 0)

@@ -84,6 +84,7 @@ import Testing
         o.failpoints = fp
         o.checkpointBytes = checkpointBytes   // 1: checkpoint after every commit, so its steps trip too
         o.registryHashMod = 4                  // small registry files: fast to copy at each simulated crash
+        o.preallocateBytes = 8 << 10           // a little log written ahead, so that path is crashed too
         return o
     }
 
@@ -120,6 +121,9 @@ import Testing
                 do {
                     try await Self.run(w.ops, on: db)
                     committed = true
+                    // A checkpoint that fails after the commit point leaves the commit durable
+                    // and successful, and the database refusing writes until reopened.
+                    if db.needsReopen { tripped += 1 }
                 } catch is FailpointCrash {
                     tripped += 1
                 } catch let e as SOPError {
@@ -216,6 +220,33 @@ import Testing
         }
         print("fail-the-N-th-I/O loop: \(failures) failing runs, workload passed at N = \(n)")
         #expect(failures > 50)
+    }
+
+    @Test(arguments: [("fsync", "/log/"), ("pwrite", "/log/"), ("pwrite", "registry-"), ("rename", "storeinfo.json")])
+    func failingEveryMatchingOperation(_ op: String, _ pathPart: String) async throws {
+        let fs = SimulatedFileSystem()
+        let db = try await Database.open(at: Self.path, options: Self.options(fs))
+        try await Self.run(Self.setup, on: db)
+        var before: State = [:]
+        Self.apply(Self.setup, to: &before)
+        var after = before
+        Self.apply(Self.workloads[3].ops, to: &after)
+        fs.failWhen(.enospc) { o, p in o == op && p.contains(pathPart) }
+        var committed = false
+        do {
+            try await Self.run(Self.workloads[3].ops, on: db)
+            committed = true
+        } catch let e as SOPError {
+            #expect(e.code == .io, "\(e)")
+        }
+        // Once an operation failed, later writes are refused until the database is reopened.
+        if !committed {
+            await expectSOPError(.io) { try await Self.run(Self.workloads[0].ops, on: db) }
+        }
+        fs.failWhen(.eio, nil)
+        fs.freeze()
+        try await Self.verify(fs.afterProcessCrash(), expectOneOf: committed ? [after] : [before, after],
+                              "every \(op) on *\(pathPart)* fails")
     }
 
     @Test func powerLossAtRandomMoments() async throws {
