@@ -43,12 +43,15 @@ let package = Package(
         .testTarget(
             name: "SOPRedisTests",
             dependencies: [
-                "SOPRedis", "SOPCore",
+                "SOPRedis", "SOPCore", "SOPTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "SOPCLITests", dependencies: ["SOP", "SOPCLI"], swiftSettings: strict),
+        .testTarget(name: "SOPCLITests", dependencies: ["SOP", "SOPCLI", "SOPTestSupport"], swiftSettings: strict),
         // Clustered mode: real `sop` processes on one folder with private redis-servers.
-        .testTarget(name: "SOPClusterTests", dependencies: ["SOP", "SOPCLI", "SOPRedis", "SOPCore"], swiftSettings: strict),
+        .testTarget(name: "SOPClusterTests", dependencies: ["SOP", "SOPCLI", "SOPRedis", "SOPCore", "SOPTestSupport"],
+                    swiftSettings: strict),
+        // Helpers shared by test targets (a private redis-server per test); not a product.
+        .target(name: "SOPTestSupport", dependencies: ["SOPCore"], path: "Tests/SOPTestSupport", swiftSettings: strict),
     ]
 )

@@ -1,3 +1,4 @@
+import SOPTestSupport
 import Foundation
 import SOP
 import SOPRedis

@@ -1,3 +1,4 @@
+import SOPTestSupport
 import NIOCore
 import SOPCore
 import Testing

@@ -1,3 +1,4 @@
+import SOPTestSupport
 import SOPCore
 import Testing
 

@@ -5,27 +5,30 @@ import SOPCore
 import Glibc
 #endif
 
+/// Shared by the Redis and clustered-mode test targets.
+///
 /// A private `redis-server` child process on a free loopback port, for one test.
 ///
 /// The integration tests need the real server; when `redis-server` is not installed they fail
 /// (rather than skip) with a message saying how to install it.
-final class RedisServer: @unchecked Sendable {
-    let port: Int
-    let extraArgs: [String]
+public final class RedisServer: @unchecked Sendable {
+    public let port: Int
+    public let extraArgs: [String]
     private var process: Process?
     private let lock = NSLock()
 
-    struct Missing: Error, CustomStringConvertible {
-        var description: String {
-            "redis-server is not on PATH: install it (`apt-get update && apt-get install -y redis-server`) to run the SOPRedis integration tests"
+    public struct Missing: Error, CustomStringConvertible {
+        public var description: String {
+            "redis-server is not on PATH: install it (`apt-get update && apt-get install -y redis-server`) to run the Redis and clustered-mode integration tests"
         }
     }
 
-    struct StartFailure: Error, CustomStringConvertible {
-        var description: String
+    public struct StartFailure: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
     }
 
-    static let executable: String? = {
+    public static let executable: String? = {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
         let dirs = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
         for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/redis-server") {
@@ -34,7 +37,7 @@ final class RedisServer: @unchecked Sendable {
         return nil
     }()
 
-    var url: String { "redis://127.0.0.1:\(port)" }
+    public var url: String { "redis://127.0.0.1:\(port)" }
 
     private init(port: Int, extraArgs: [String]) {
         self.port = port
@@ -42,7 +45,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// Starts a server on a free port (retrying on another port if the one picked was taken).
-    static func start(_ extraArgs: [String] = []) throws -> RedisServer {
+    public static func start(_ extraArgs: [String] = []) throws -> RedisServer {
         guard executable != nil else { throw Missing() }
         var lastError: (any Error)?
         for _ in 0..<5 {
@@ -58,7 +61,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// Starts the server again on the same port (after ``kill()``).
-    func restart() throws {
+    public func restart() throws {
         try launch()
     }
 
@@ -88,7 +91,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// SIGKILL, and wait for the process to go.
-    func kill() {
+    public func kill() {
         let p = lock.withLock { () -> Process? in
             defer { process = nil }
             return process
@@ -103,7 +106,7 @@ final class RedisServer: @unchecked Sendable {
     deinit { kill() }
 
     /// A free TCP port on 127.0.0.1 (bound to port 0, read back, released).
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw StartFailure(description: "socket() failed") }
         defer { close(fd) }
@@ -122,7 +125,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// True when something on `port` answers a RESP PING (a +PONG or an error such as NOAUTH).
-    static func answersPing(port: Int) -> Bool {
+    public static func answersPing(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -147,7 +150,7 @@ final class RedisServer: @unchecked Sendable {
 }
 
 /// Runs `body` with a private server, killing it afterwards whatever happens.
-func withRedisServer<T>(_ extraArgs: [String] = [], _ body: (RedisServer) async throws -> T) async throws -> T {
+public func withRedisServer<T>(_ extraArgs: [String] = [], _ body: (RedisServer) async throws -> T) async throws -> T {
     let server = try RedisServer.start(extraArgs)
     defer { server.kill() }
     return try await body(server)
@@ -155,7 +158,7 @@ func withRedisServer<T>(_ extraArgs: [String] = [], _ body: (RedisServer) async 
 
 /// Runs `body` and returns the `SOPError` it threw (fails the test if it threw something else
 /// or nothing).
-func sopError(_ body: () async throws -> Void) async -> SOPError? {
+public func sopError(_ body: () async throws -> Void) async -> SOPError? {
     do {
         try await body()
         return nil
