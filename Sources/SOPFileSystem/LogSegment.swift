@@ -57,9 +57,8 @@ public final class LogSegment: Sendable {
         (recordHeaderSize + payloadCount + 7) & ~7
     }
 
-    /// Creates a new segment file at `path` (failing if one exists), writes its header and
-    /// syncs the file and its directory.
-    public static func create(path: String, number: Int, io: any FileIO = PosixFileIO()) throws -> LogSegment {
+    /// The 64-byte file header of segment `number`.
+    private static func header(number: Int, path: String) throws -> [UInt8] {
         guard number >= 0, number <= Int(UInt32.max) else {
             throw SOPError(.invalidArgument, "log segment number \(number) is out of range", path: path)
         }
@@ -69,6 +68,13 @@ public final class LogSegment: Sendable {
         header.appendLE(UInt32(number))
         header.append(contentsOf: repeatElement(0, count: 60 - header.count))
         header.appendLE(CRC32C.checksum(header))
+        return header
+    }
+
+    /// Creates a new segment file at `path` (failing if one exists), writes its header and
+    /// syncs the file and its directory.
+    public static func create(path: String, number: Int, io: any FileIO = PosixFileIO()) throws -> LogSegment {
+        let header = try header(number: number, path: path)
         // Built under a temporary name and renamed into place, so a crash never leaves a
         // segment without its header.
         let file = try io.createAtomically(path) { try $0.write(header, at: 0) }
@@ -79,15 +85,7 @@ public final class LogSegment: Sendable {
     /// is written and synced under a name no other process uses, then linked to `path`, which
     /// fails with ``SOPError/Code/alreadyExists`` when another process claimed the number first.
     public static func createExclusive(path: String, number: Int, io: any FileIO = PosixFileIO()) throws -> LogSegment {
-        guard number >= 0, number <= Int(UInt32.max) else {
-            throw SOPError(.invalidArgument, "log segment number \(number) is out of range", path: path)
-        }
-        var header = fileMagic
-        header.appendLE(formatVersion)
-        header.appendLE(UInt16(0))
-        header.appendLE(UInt32(number))
-        header.append(contentsOf: repeatElement(0, count: 60 - header.count))
-        header.appendLE(CRC32C.checksum(header))
+        let header = try header(number: number, path: path)
         let tmp = path + ".tmp-" + SOPID.random().hex
         let staging = try io.open(tmp, create: true, exclusive: true)
         defer { try? io.remove(tmp) }
