@@ -92,7 +92,7 @@ final class Engine: Sendable {
     /// Loads a committed node: L1 by physical ID, else the blob, decoded once and cached.
     func loadNode<K: Codable & Sendable>(_ handle: Handle, coder: JSONCoder<K>, typeTag: ObjectIdentifier) async throws -> EngineNode<K> {
         let key = NodeCache.Key(physical: handle.active, type: typeTag)
-        if let hit = cache.get(key) as? EngineNode<K> { return hit }
+        if let hit = cache.get(key) { return unsafeDowncast(hit, to: CachedNode<K>.self).node }
         // Standalone, the L2 is in this process: caching node blobs there would only
         // duplicate L1 (and the OS page cache), so nodes go through it only when it is shared.
         let bytes = options.coordination == .standalone
@@ -104,7 +104,7 @@ final class Engine: Sendable {
         } catch let e as SOPError where e.code == .corrupt || e.code == .unsupportedFormat {
             throw SOPError(e.code, "node \(handle.logicalID): \(e.message)", path: e.path ?? path)
         }
-        cache.put(key, node, cost: NodeFormat.cost(encodedSize: bytes.count))
+        cache.put(key, CachedNode(node), cost: NodeFormat.cost(encodedSize: bytes.count))
         return node
     }
 

@@ -1,3 +1,4 @@
+import SOPBTree
 import SOPCore
 import Synchronization
 
@@ -15,7 +16,7 @@ package final class NodeCache: Sendable {
 
     private struct Entry {
         var key: Key
-        var value: any Sendable
+        var value: CachedNodeBase
         var cost: Int
         var prev: Int
         var next: Int
@@ -47,6 +48,8 @@ package final class NodeCache: Sendable {
     }
 
     private let lru = Mutex(LRU())
+    /// Placeholder left in a freed slot.
+    private static let evicted = CachedNodeBase()
     /// The byte budget.
     package let capacity: Int
 
@@ -54,7 +57,7 @@ package final class NodeCache: Sendable {
         self.capacity = capacity
     }
 
-    package func get(_ key: Key) -> (any Sendable)? {
+    package func get(_ key: Key) -> CachedNodeBase? {
         lru.withLock { l in
             guard let i = l.index[key] else {
                 l.misses += 1
@@ -69,7 +72,7 @@ package final class NodeCache: Sendable {
         }
     }
 
-    package func put(_ key: Key, _ value: any Sendable, cost: Int) {
+    package func put(_ key: Key, _ value: CachedNodeBase, cost: Int) {
         guard cost <= capacity else { return }
         lru.withLock { l in
             if let i = l.index[key] {
@@ -91,7 +94,7 @@ package final class NodeCache: Sendable {
                 l.unlink(t)
                 l.bytes -= l.entries[t].cost
                 l.index[l.entries[t].key] = nil
-                l.entries[t].value = 0   // drop the node
+                l.entries[t].value = NodeCache.evicted   // drop the node
                 l.free.append(t)
             }
         }
@@ -100,5 +103,22 @@ package final class NodeCache: Sendable {
     /// Bytes currently held, entries, hits and misses.
     package var statistics: (bytes: Int, entries: Int, hits: Int, misses: Int) {
         lru.withLock { ($0.bytes, $0.index.count, $0.hits, $0.misses) }
+    }
+}
+
+/// A decoded node as the L1 cache holds it: a class, so a hit is an unchecked downcast (the
+/// cache key carries the node's type) instead of a dynamic cast of an existential.
+package class CachedNodeBase: @unchecked Sendable {
+    // @unchecked: no state; subclasses are immutable.
+    package init() {}
+}
+
+/// See ``CachedNodeBase``.
+package final class CachedNode<K: Sendable>: CachedNodeBase, @unchecked Sendable {
+    // @unchecked: immutable after init; the node is a value of Sendable parts.
+    package let node: EngineNode<K>
+    package init(_ node: EngineNode<K>) {
+        self.node = node
+        super.init()
     }
 }

@@ -35,7 +35,9 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
     var valueTypeName: String { typeName(V.self) }
     var hasChanges: Bool { !changes.isEmpty || countDelta != 0 }
 
-    private var typeTag: ObjectIdentifier { ObjectIdentifier(TxNodeRepository<K, V>.self) }
+    /// Identifies the decoded form of this store's nodes in the L1 cache (computed once: a
+    /// generic type's metadata lookup is not free).
+    private let typeTag = ObjectIdentifier(TxNodeRepository<K, V>.self)
 
     func fetch(_ id: SOPID) async throws -> EngineNode<K> {
         if let n = working[id] { return n }
@@ -108,7 +110,7 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
         let cache = transaction.engine.cache
         for (id, c) in changes where c != .removed {
             guard let p = physical[id], let n = working[id] else { continue }
-            cache.put(NodeCache.Key(physical: p, type: typeTag), n, cost: NodeFormat.cost(encodedSize: encodedSizes[id] ?? 0))
+            cache.put(NodeCache.Key(physical: p, type: typeTag), CachedNode(n), cost: NodeFormat.cost(encodedSize: encodedSizes[id] ?? 0))
         }
     }
 }

@@ -29,7 +29,7 @@ struct Main {
             }
             exit(0)
         } catch let e as SOPError {
-            fail(e.description, code: e.code == .corrupt ? 1 : 1)
+            fail(e.description)
         } catch let e as CLIExit {
             exit(e.code)
         } catch {
