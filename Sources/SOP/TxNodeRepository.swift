@@ -20,8 +20,6 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
     var fetchedVersions: [SOPID: UInt32] = [:]
     var countDelta: Int64 = 0
     var observedCountVersion: UInt64?
-    /// Bumped by every change; cursors re-seek when it moved.
-    var modifications = 0
     /// Encoded sizes of the nodes written by the commit (for the cache's byte accounting).
     var encodedSizes: [SOPID: Int] = [:]
 
@@ -49,9 +47,6 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
             // The tree changed under this transaction (a node it was led to no longer exists).
             throw SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' no longer exists")
         }
-        if let seen = fetchedVersions[id], seen != h.version {
-            throw SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' changed")
-        }
         let node = try await engine.loadNode(h, coder: keyCoder, typeTag: typeTag)
         fetchedVersions[id] = h.version
         working[id] = node
@@ -61,19 +56,16 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
     func add(_ node: EngineNode<K>) {
         working[node.id] = node
         changes[node.id] = .added
-        modifications += 1
     }
 
     func update(_ node: EngineNode<K>) {
         working[node.id] = node
         if changes[node.id] != .added { changes[node.id] = .updated }
-        modifications += 1
     }
 
     func remove(_ id: SOPID) {
         working[id] = nil
         if changes[id] == .added { changes[id] = nil } else { changes[id] = .removed }
-        modifications += 1
     }
 
     func newNodeID() -> SOPID { .random() }
