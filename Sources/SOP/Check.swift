@@ -46,7 +46,7 @@ extension Database {
             do {
                 let store = try await tx.store(info.name, key: JSONValue.self, value: JSONValue.self)
                 let ordered = jsonOrderedKeyTypes.contains(info.keyType) || info.indexSpecification != nil
-                let tree: BTree<TxNodeRepository<JSONValue, JSONValue>>
+                let tree: BTree<TxNodeRepository>
                 if ordered {
                     tree = store.tree
                 } else {

@@ -2,25 +2,191 @@ import Foundation
 import SOPBTree
 import SOPCore
 
-/// A key as the engine keeps it in a node: decoded (for comparisons) and encoded (so a node
-/// re-encodes by splicing bytes instead of re-serializing every key).
-package struct KeyBox<K: Sendable>: Sendable {
-    package var key: K
-    package var bytes: [UInt8]
+/// A key as the engine keeps it in a node, whatever the application's key type: the engine
+/// (B-tree, nodes, caches, commit) is not generic, so it is compiled once, specialized, for
+/// every store. What the fields hold depends on the store's ``KeyForm``:
+///
+/// - ``KeyForm/string``: `bytes` is the key's UTF-8; `int` is 1 when a byte is not ASCII
+///   (such keys compare as Swift `String`s, ASCII keys by their bytes — the same order).
+/// - ``KeyForm/int``: `int` is the key.
+/// - ``KeyForm/custom``: `object` is the decoded key the store's comparator reads; `bytes`
+///   is the key's JSON text (empty for a key that is only searched for, never stored).
+struct EKey: Sendable {
+    var bytes: [UInt8]
+    var int: Int64
+    var object: KeyObject?
+
+    init(bytes: [UInt8] = [], int: Int64 = 0, object: KeyObject? = nil) {
+        self.bytes = bytes
+        self.int = int
+        self.object = object
+    }
+}
+
+/// A decoded key of a ``KeyForm/custom`` store, as its comparator reads it.
+class KeyObject: @unchecked Sendable {
+    // @unchecked: subclasses are immutable.
+    init() {}
+}
+
+/// A key of the application's type, for a store ordered by a comparator over that type.
+final class TypedKey<K: Sendable>: KeyObject, @unchecked Sendable {
+    let key: K
+    init(_ key: K) {
+        self.key = key
+        super.init()
+    }
+}
+
+/// A key as a ``JSONValue``, for stores ordered by an index specification or viewed
+/// dynamically.
+class JSONKey: KeyObject, @unchecked Sendable {
+    let json: JSONValue
+    init(_ json: JSONValue) {
+        self.json = json
+        super.init()
+    }
+}
+
+/// A typed key of a store ordered by an index specification: its JSON (for the order) and the
+/// application's value.
+final class SpecKey<K: Sendable>: JSONKey, @unchecked Sendable {
+    let key: K
+    init(_ json: JSONValue, _ key: K) {
+        self.key = key
+        super.init(json)
+    }
+}
+
+/// How a store's keys are held in ``EKey``.
+enum KeyForm: Sendable {
+    /// `String` keys in their natural order.
+    case string
+    /// `Int` / `Int64` keys in their natural order.
+    case int
+    /// Any other key or order: a decoded object and a comparator.
+    case custom
+}
+
+/// Marker types naming the decoded node forms in the L1 cache.
+enum StringKeyForm {}
+enum IntKeyForm {}
+
+/// The non-generic half of a store's key handling: the order over ``EKey``s, how a stored
+/// key's JSON becomes an ``EKey`` and back. One per store opening; shared by its tree, its
+/// repository and the node codec.
+final class KeySchema: Sendable {
+    let form: KeyForm
+    /// The order: negative, zero or positive.
+    let compare: @Sendable (EKey, EKey) -> Int
+    /// ``KeyForm/custom``: decodes the objects of many stored keys (one call per node, so a
+    /// Foundation decode is set up once, not once per key).
+    let objects: (@Sendable ([[UInt8]]) throws -> [KeyObject])?
+    /// Names the decoded form of nodes in the L1 cache.
+    let tag: ObjectIdentifier
+
+    init(form: KeyForm, tag: ObjectIdentifier, compare: @escaping @Sendable (EKey, EKey) -> Int,
+         objects: (@Sendable ([[UInt8]]) throws -> [KeyObject])? = nil) {
+        self.form = form
+        self.tag = tag
+        self.compare = compare
+        self.objects = objects
+    }
+
+    /// `String` keys: ASCII keys compare by their bytes, others as Swift strings (Swift's
+    /// order on ASCII is byte order, so the two agree).
+    static let string = KeySchema(form: .string, tag: ObjectIdentifier(StringKeyForm.self)) { a, b in
+        if (a.int | b.int) == 0 { return compareBytes(a.bytes, b.bytes) }
+        let x = String(decoding: a.bytes, as: UTF8.self), y = String(decoding: b.bytes, as: UTF8.self)
+        return x < y ? -1 : (x == y ? 0 : 1)
+    }
+
+    /// `Int` and `Int64` keys.
+    static let int = KeySchema(form: .int, tag: ObjectIdentifier(IntKeyForm.self)) { a, b in
+        a.int < b.int ? -1 : (a.int == b.int ? 0 : 1)
+    }
+
+    @inline(__always)
+    static func compareBytes(_ a: [UInt8], _ b: [UInt8]) -> Int {
+        a.withUnsafeBufferPointer { x in
+            b.withUnsafeBufferPointer { y in
+                let n = Swift.min(x.count, y.count)
+                if n > 0 {
+                    let c = memcmp(x.baseAddress!, y.baseAddress!, n)
+                    if c != 0 { return c < 0 ? -1 : 1 }
+                }
+                return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
+            }
+        }
+    }
+
+    /// The ``EKey`` of a `String` key.
+    @inline(__always)
+    static func stringKey(utf8 bytes: [UInt8]) -> EKey {
+        var ascii = true
+        bytes.withUnsafeBufferPointer { b in
+            for c in b where c >= 0x80 { ascii = false; break }
+        }
+        return EKey(bytes: bytes, int: ascii ? 0 : 1)
+    }
+
+    /// The keys stored as these JSON texts.
+    func keys(fromJSON texts: [[UInt8]]) throws -> [EKey] {
+        switch form {
+        case .string:
+            return try texts.map { t in
+                // No escape: the key's UTF-8 is the text between the quotes.
+                if t.count >= 2, t.first == 0x22, t.last == 0x22, !t.contains(0x5C) {
+                    return KeySchema.stringKey(utf8: Array(t[1..<(t.count - 1)]))
+                }
+                return KeySchema.stringKey(utf8: Array(try JSONBytes.parseString(t[...]).utf8))
+            }
+        case .int:
+            return try texts.map { t in
+                guard let i = JSONBytes.parseInt(t[...]) else {
+                    throw SOPError(.typeMismatch, "stored key \(String(decoding: t.prefix(40), as: UTF8.self)) is not an integer")
+                }
+                return EKey(int: i)
+            }
+        case .custom:
+            guard let objects else { throw SOPError(.internalError, "custom key schema without a decoder") }
+            let objs = try objects(texts)
+            var out: [EKey] = []
+            out.reserveCapacity(texts.count)
+            for (t, o) in zip(texts, objs) { out.append(EKey(bytes: t, object: o)) }
+            return out
+        }
+    }
+
+    /// Appends the stored JSON text of `k`.
+    @inline(__always)
+    func appendJSON(_ k: UnsafePointer<EKey>, to out: inout [UInt8]) throws {
+        switch form {
+        case .string:
+            k.pointee.bytes.withUnsafeBufferPointer { JSONBytes.appendString(utf8: $0, to: &out) }
+        case .int:
+            JSONBytes.appendInt(k.pointee.int, to: &out)
+        case .custom:
+            guard !k.pointee.bytes.isEmpty else {
+                throw SOPError(.internalError, "a key without its JSON text reached a node")
+            }
+            out.append(contentsOf: k.pointee.bytes)
+        }
+    }
 }
 
 /// A value as the engine keeps it in a node: its JSON bytes (decoded only when asked for),
 /// a reference to a separate value blob, or a new separate value not yet written.
-package enum ValueBox: Sendable {
+enum ValueBox: Sendable {
     case inline([UInt8])
     case blob(SOPID)
     case pending([UInt8])
 }
 
-package typealias EngineNode<K: Sendable> = BTreeNode<KeyBox<K>, ValueBox>
+typealias EngineNode = BTreeNode<EKey, ValueBox>
 
 /// JSON encoding of keys and values: fast paths for common types, Foundation for the rest.
-package struct JSONCoder<T: Codable & Sendable>: Sendable {
+struct JSONCoder<T: Codable & Sendable>: Sendable {
     /// Which fast path applies, decided once (not by a dynamic cast per value).
     enum Kind: Sendable {
         case string, int, int64, json, other
@@ -28,20 +194,16 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
 
     let kind: Kind
 
-    package init() {
+    init() {
         if T.self == String.self { kind = .string } else if T.self == Int.self { kind = .int } else if T.self == Int64.self {
             kind = .int64
         } else if T.self == JSONValue.self { kind = .json } else { kind = .other }
     }
 
-    /// Whether encoded bytes are worth keeping with each key: for types with a fast path
-    /// (String, Int, Int64, JSONValue) re-encoding costs less than keeping a second copy.
-    package var cachesBytes: Bool { kind == .other }
-
-    /// Appends the JSON text of the value at `p` (fast paths only; see ``cachesBytes``).
+    /// Appends the JSON text of the value at `p` (fast paths only; `false` otherwise).
     /// Reads the value in place: no copy, no dynamic cast.
     @inline(__always)
-    package func appendFast(_ p: UnsafePointer<T>, to out: inout [UInt8]) -> Bool {
+    func appendFast(_ p: UnsafePointer<T>, to out: inout [UInt8]) -> Bool {
         let raw = UnsafeRawPointer(p)
         switch kind {
         case .string: JSONBytes.appendString(raw.assumingMemoryBound(to: String.self).pointee, to: &out)
@@ -53,7 +215,7 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
         return true
     }
 
-    package func encode(_ v: T) throws -> [UInt8] {
+    func encode(_ v: T) throws -> [UInt8] {
         if kind != .other {
             var out: [UInt8] = []
             out.reserveCapacity(24)
@@ -69,7 +231,7 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
         }
     }
 
-    package func decode(_ b: [UInt8]) throws -> T {
+    func decode(_ b: [UInt8]) throws -> T {
         switch kind {
         case .string: return unsafeBitCast(try JSONBytes.parseString(b[...]), to: T.self)
         case .int:
@@ -87,7 +249,7 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
     }
 
     /// Decodes many texts at once (one Foundation call for the slow path, not one per item).
-    package func decodeAll(_ texts: [[UInt8]]) throws -> [T] {
+    func decodeAll(_ texts: [[UInt8]]) throws -> [T] {
         if kind != .other {
             return try texts.map(decode)
         }
@@ -109,7 +271,7 @@ package struct JSONCoder<T: Codable & Sendable>: Sendable {
 /// Converts between engine nodes and their stored JSON form (see `docs/format.md`). Encoding
 /// writes the JSON directly from the node, splicing each item's kept bytes; decoding finds
 /// item boundaries with `NodeCodec` and decodes only the keys.
-package enum NodeFormat {
+enum NodeFormat {
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
     @inline(__always)
@@ -127,16 +289,7 @@ package enum NodeFormat {
         text.withUTF8Buffer { out.append(contentsOf: $0) }
     }
 
-    @inline(__always)
-    static func appendKey<K>(_ k: UnsafePointer<KeyBox<K>>, coder: JSONCoder<K>, to out: inout [UInt8]) throws {
-        if !k.pointee.bytes.isEmpty {
-            out.append(contentsOf: k.pointee.bytes)
-        } else if !coder.appendFast(k.pointer(to: \.key)!, to: &out) {
-            out.append(contentsOf: try coder.encode(k.pointee.key))
-        }
-    }
-
-    package static func encode<K>(_ n: EngineNode<K>, coder: JSONCoder<K>) throws -> [UInt8] {
+    static func encode(_ n: EngineNode, schema: KeySchema) throws -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(96 + n.items.count * 160 + n.separators.count * 80 + n.children.count * 35)
         append("{\"format\":1,\"id\":\"", to: &out)
@@ -149,7 +302,7 @@ package enum NodeFormat {
             for i in 0..<items.count {
                 let item = base + i
                 append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
-                try appendKey(item.pointer(to: \.key)!, coder: coder, to: &out)
+                try schema.appendJSON(item.pointer(to: \.key)!, to: &out)
                 append(",\"id\":\"", to: &out)
                 appendHex(item.pointee.id, to: &out)
                 switch item.pointee.value {
@@ -172,7 +325,7 @@ package enum NodeFormat {
             for i in 0..<seps.count {
                 let sep = base + i
                 append(i == 0 ? "{\"k\":" : ",{\"k\":", to: &out)
-                try appendKey(sep.pointer(to: \.key)!, coder: coder, to: &out)
+                try schema.appendJSON(sep.pointer(to: \.key)!, to: &out)
                 append(",\"id\":\"", to: &out)
                 appendHex(sep.pointee.id, to: &out)
                 append("\"}", to: &out)
@@ -188,15 +341,14 @@ package enum NodeFormat {
         return out
     }
 
-    package static func decode<K>(_ bytes: [UInt8], expectedID: SOPID, coder: JSONCoder<K>) throws -> EngineNode<K> {
+    static func decode(_ bytes: [UInt8], expectedID: SOPID, schema: KeySchema) throws -> EngineNode {
         let raw = try NodeCodec.decode(bytes)
         guard raw.id == expectedID else {
             throw SOPError(.corrupt, "node blob holds node \(raw.id), expected \(expectedID)")
         }
-        let keep = coder.cachesBytes
         if raw.children.isEmpty {
-            let keys = try coder.decodeAll(raw.items.map(\.key))
-            var items: [BTreeItem<KeyBox<K>, ValueBox>] = []
+            let keys = try schema.keys(fromJSON: raw.items.map(\.key))
+            var items: [BTreeItem<EKey, ValueBox>] = []
             items.reserveCapacity(keys.count)
             for (i, r) in raw.items.enumerated() {
                 let v: ValueBox
@@ -204,19 +356,17 @@ package enum NodeFormat {
                 case .inline(let b): v = .inline(b)
                 case .blob(let id): v = .blob(id)
                 }
-                items.append(BTreeItem(key: KeyBox(key: keys[i], bytes: keep ? r.key : []), id: r.id, value: v))
+                items.append(BTreeItem(key: keys[i], id: r.id, value: v))
             }
             return BTreeNode(id: raw.id, items: items)
         }
-        let keys = try coder.decodeAll(raw.separators.map(\.key))
-        let seps = raw.separators.enumerated().map { i, s in
-            Separator(key: KeyBox(key: keys[i], bytes: keep ? s.key : []), id: s.id)
-        }
+        let keys = try schema.keys(fromJSON: raw.separators.map(\.key))
+        let seps = raw.separators.enumerated().map { i, s in Separator(key: keys[i], id: s.id) }
         return BTreeNode(id: raw.id, separators: seps, children: raw.children)
     }
 
     /// In-memory cost of a node for the byte-bounded cache, estimated from its encoded size
     /// (an estimate from the layout: a decoded item holds its key, its value's JSON bytes and
     /// about 60 bytes of headers, against about 70 bytes of JSON framing per item).
-    package static func cost(encodedSize: Int) -> Int { 256 + encodedSize + encodedSize * 3 / 10 }
+    static func cost(encodedSize: Int) -> Int { 256 + encodedSize + encodedSize * 3 / 10 }
 }

@@ -90,17 +90,17 @@ final class Engine: Sendable {
     }
 
     /// Loads a committed node: L1 by physical ID, else the blob, decoded once and cached.
-    func loadNode<K: Codable & Sendable>(_ handle: Handle, coder: JSONCoder<K>, typeTag: ObjectIdentifier) async throws -> EngineNode<K> {
-        let key = NodeCache.Key(physical: handle.active, type: typeTag)
-        if let hit = cache.get(key) { return unsafeDowncast(hit, to: CachedNode<K>.self).node }
+    func loadNode(_ handle: Handle, schema: KeySchema) async throws -> EngineNode {
+        let key = NodeCache.Key(physical: handle.active, type: schema.tag)
+        if let hit = cache.get(key) { return hit.node }
         // Standalone, the L2 is in this process: caching node blobs there would only
         // duplicate L1 (and the OS page cache), so nodes go through it only when it is shared.
         let bytes = options.coordination == .standalone
             ? try await storage.readBlob(handle.active) : try await readBlob(handle.active)
         reads.withLock { $0.nodeBlobReads += 1; $0.nodeBlobBytes += bytes.count }
-        let node: EngineNode<K>
+        let node: EngineNode
         do {
-            node = try NodeFormat.decode(bytes, expectedID: handle.logicalID, coder: coder)
+            node = try NodeFormat.decode(bytes, expectedID: handle.logicalID, schema: schema)
         } catch let e as SOPError where e.code == .corrupt || e.code == .unsupportedFormat {
             throw SOPError(e.code, "node \(handle.logicalID): \(e.message)", path: e.path ?? path)
         }

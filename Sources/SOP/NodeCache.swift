@@ -8,15 +8,15 @@ import Synchronization
 /// A blob never changes once written, so a decoded node is immutable and safe to share;
 /// transactions always ask the registry which physical blob is current before looking here,
 /// so the cache can never serve a stale node.
-package final class NodeCache: Sendable {
-    package struct Key: Hashable, Sendable {
+final class NodeCache: Sendable {
+    struct Key: Hashable, Sendable {
         var physical: SOPID
         var type: ObjectIdentifier
     }
 
     private struct Entry {
         var key: Key
-        var value: CachedNodeBase
+        var value: CachedNode
         var cost: Int
         var prev: Int
         var next: Int
@@ -49,15 +49,15 @@ package final class NodeCache: Sendable {
 
     private let lru = Mutex(LRU())
     /// Placeholder left in a freed slot.
-    private static let evicted = CachedNodeBase()
+    private static let evicted = CachedNode(BTreeNode(id: .zero))
     /// The byte budget.
-    package let capacity: Int
+    let capacity: Int
 
-    package init(capacity: Int) {
+    init(capacity: Int) {
         self.capacity = capacity
     }
 
-    package func get(_ key: Key) -> CachedNodeBase? {
+    func get(_ key: Key) -> CachedNode? {
         lru.withLock { l in
             guard let i = l.index[key] else {
                 l.misses += 1
@@ -72,7 +72,7 @@ package final class NodeCache: Sendable {
         }
     }
 
-    package func put(_ key: Key, _ value: CachedNodeBase, cost: Int) {
+    func put(_ key: Key, _ value: CachedNode, cost: Int) {
         guard cost <= capacity else { return }
         lru.withLock { l in
             if let i = l.index[key] {
@@ -101,24 +101,13 @@ package final class NodeCache: Sendable {
     }
 
     /// Bytes currently held, entries, hits and misses.
-    package var statistics: (bytes: Int, entries: Int, hits: Int, misses: Int) {
+    var statistics: (bytes: Int, entries: Int, hits: Int, misses: Int) {
         lru.withLock { ($0.bytes, $0.index.count, $0.hits, $0.misses) }
     }
 }
 
-/// A decoded node as the L1 cache holds it: a class, so a hit is an unchecked downcast (the
-/// cache key carries the node's type) instead of a dynamic cast of an existential.
-package class CachedNodeBase: @unchecked Sendable {
-    // @unchecked: no state; subclasses are immutable.
-    package init() {}
-}
-
-/// See ``CachedNodeBase``.
-package final class CachedNode<K: Sendable>: CachedNodeBase, @unchecked Sendable {
-    // @unchecked: immutable after init; the node is a value of Sendable parts.
-    package let node: EngineNode<K>
-    package init(_ node: EngineNode<K>) {
-        self.node = node
-        super.init()
-    }
+/// A decoded node as the L1 cache holds it (a class: a hit hands out one reference).
+final class CachedNode: Sendable {
+    let node: EngineNode
+    init(_ node: EngineNode) { self.node = node }
 }

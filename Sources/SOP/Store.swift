@@ -20,26 +20,17 @@ public struct Item<Key: Sendable, Value: Sendable>: Sendable {
 public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @unchecked Sendable {
     // @unchecked: used by its transaction's task only, like the transaction itself.
     let transaction: Transaction
-    let repository: TxNodeRepository<Key, Value>
-    let tree: BTree<TxNodeRepository<Key, Value>>
+    let repository: TxNodeRepository
+    let tree: BTree<TxNodeRepository>
     let ordering: KeyOrdering<Key>
+    let valueCoder = JSONCoder<Value>()
 
-    init(transaction: Transaction, repository: TxNodeRepository<Key, Value>, ordering: KeyOrdering<Key>) {
+    init(transaction: Transaction, repository: TxNodeRepository, ordering: KeyOrdering<Key>) {
         self.transaction = transaction
         self.repository = repository
         self.ordering = ordering
-        self.tree = Store.makeTree(repository, ordering: ordering)
+        self.tree = repository.makeTree(schema: ordering.schema)
     }
-
-    static func makeTree(_ repository: TxNodeRepository<Key, Value>,
-                         ordering: KeyOrdering<Key>) -> BTree<TxNodeRepository<Key, Value>> {
-        BTree(rootID: repository.info.rootID, slotLength: repository.info.options.slotLength,
-              isUnique: repository.info.options.isUnique,
-              compare: ordering.compareBoxes, repository: repository)
-    }
-
-    /// The key order: negative, zero or positive.
-    var compare: @Sendable (Key, Key) -> Int { ordering.compare }
 
     /// The store's name.
     public var name: String { repository.info.name }
@@ -62,21 +53,14 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         return repository.info.count + repository.countDelta
     }
 
-    /// A key to store: validated, with its encoded bytes when the key type keeps them.
-    private func box(_ k: Key) throws -> KeyBox<Key> {
-        try ordering.validate?(k)
-        let c = repository.keyCoder
-        return KeyBox(key: k, bytes: c.cachesBytes ? try c.encode(k) : [])
-    }
+    /// A key to store: validated, in the engine's form.
+    private func box(_ k: Key) throws -> EKey { try ordering.toEngine(k, true) }
 
-    /// A key to search for: validated; encoded only when the ordering compares encodings.
-    func probe(_ k: Key) throws -> KeyBox<Key> {
-        try ordering.validate?(k)
-        return KeyBox(key: k, bytes: ordering.comparesEncodings ? try repository.keyCoder.encode(k) : [])
-    }
+    /// A key to search for: validated, in the engine's form.
+    func probe(_ k: Key) throws -> EKey { try ordering.toEngine(k, false) }
 
     private func boxValue(_ v: Value) async throws -> ValueBox {
-        let b = try repository.valueCoder.encode(v)
+        let b = try valueCoder.encode(v)
         switch options.valuePlacement {
         case .inNode: return .inline(b)
         case .separateBlob: return .pending(b)
@@ -224,7 +208,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     }
 
     /// The key under the cursor.
-    public var currentKey: Key? { tree.currentKey?.key }
+    public var currentKey: Key? { tree.currentKey.map(ordering.fromEngine) }
 
     /// The ID of the item under the cursor.
     public var currentID: SOPID? { tree.currentItem?.id }
@@ -240,7 +224,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     public func currentItem() async throws -> Item<Key, Value>? {
         try readable()
         guard let it = tree.currentItem else { return nil }
-        return Item(key: it.key.key, value: try await decodeValue(it.value), id: it.id)
+        return Item(key: ordering.fromEngine(it.key), value: try await decodeValue(it.value), id: it.id)
     }
 
     /// The value of the first item with `key`, or `nil`.
@@ -252,11 +236,11 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     func decodeValue(_ v: ValueBox) async throws -> Value {
         switch v {
         case .inline(let b), .pending(let b):
-            return try repository.valueCoder.decode(b)
+            return try valueCoder.decode(b)
         case .blob(let id):
             let cached = options.valuePlacement != .separateBlobWrittenAtOnce
             let b = try await transaction.engine.readValueBlob(id, cached: cached)
-            return try repository.valueCoder.decode(b)
+            return try valueCoder.decode(b)
         }
     }
 
@@ -288,7 +272,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         out.reserveCapacity(size)
         while out.count < size, let it = try await walker.next() {
             if skipped < offset { skipped += 1; continue }
-            out.append(Item(key: it.key.key, value: try await decodeValue(it.value), id: it.id))
+            out.append(Item(key: ordering.fromEngine(it.key), value: try await decodeValue(it.value), id: it.id))
         }
         return out
     }
@@ -307,9 +291,9 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
     let from: Key?
     let to: Key?
     let descending: Bool
-    let tree: BTree<TxNodeRepository<Key, Value>>
-    var lower: KeyBox<Key>?
-    var upper: KeyBox<Key>?
+    let tree: BTree<TxNodeRepository>
+    var lower: EKey?
+    var upper: EKey?
     var started = false
     var done = false
 
@@ -318,10 +302,10 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         self.from = from
         self.to = to
         self.descending = descending
-        self.tree = Store.makeTree(store.repository, ordering: store.ordering)
+        self.tree = store.repository.makeTree(schema: store.ordering.schema)
     }
 
-    mutating func next() async throws -> BTreeItem<KeyBox<Key>, ValueBox>? {
+    mutating func next() async throws -> BTreeItem<EKey, ValueBox>? {
         guard !done else { return nil }
         try store.transaction.checkUsable(writing: false)
         let moved: Bool
@@ -340,7 +324,7 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
             moved = descending ? try await tree.previous() : try await tree.next()
         }
         guard moved, let it = tree.currentItem else { done = true; return nil }
-        let cmp = store.ordering.compareBoxes
+        let cmp = store.ordering.schema.compare
         if descending, let lower, cmp(it.key, lower) < 0 { done = true; return nil }
         if !descending, let upper, cmp(it.key, upper) > 0 { done = true; return nil }
         return it
@@ -368,7 +352,7 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
         /// The next item, or `nil` at the end of the range.
         public mutating func next() async throws -> Item<Key, Value>? {
             guard let it = try await walker.next() else { return nil }
-            return Item(key: it.key.key, value: try await walker.store.decodeValue(it.value), id: it.id)
+            return Item(key: walker.store.ordering.fromEngine(it.key), value: try await walker.store.decodeValue(it.value), id: it.id)
         }
     }
 }
@@ -402,7 +386,7 @@ public struct KeySequence<Key: Codable & Sendable, Value: Codable & Sendable>: A
         /// The next key, or `nil` at the end of the range.
         public mutating func next() async throws -> KeyEntry<Key>? {
             guard let it = try await walker.next() else { return nil }
-            return KeyEntry(key: it.key.key, id: it.id)
+            return KeyEntry(key: walker.store.ordering.fromEngine(it.key), id: it.id)
         }
     }
 }

@@ -57,7 +57,7 @@ public final class Transaction: @unchecked Sendable {
     let maxDuration: Duration
     let deadline: ContinuousClock.Instant
     var state: State = .active
-    var works: [String: any StoreWork] = [:]
+    var works: [String: TxNodeRepository] = [:]
     var dropped: [String: StoreInfo] = [:]
     private var heldLocks: [String] = []
     /// Clustered: this transaction holds the database's commit lock.
@@ -92,7 +92,10 @@ public final class Transaction: @unchecked Sendable {
 
     /// How the caller asks a store's keys to be ordered.
     enum RequestedOrder<K: Codable & Sendable> {
-        /// The key type's `Comparable` order, or a comparator the program passes.
+        /// The key type's `Comparable` order (given as a comparator for types without a
+        /// native engine form).
+        case natural(@Sendable (K, K) -> Int)
+        /// A comparator the program passes.
         case comparator(@Sendable (K, K) -> Int)
         /// An index specification (`nil`: adopt the one the store has).
         case index(IndexSpecification?)
@@ -108,7 +111,7 @@ public final class Transaction: @unchecked Sendable {
         _ name: String, key: K.Type, value: V.Type, options: StoreOptions? = nil
     ) async throws -> Store<K, V> {
         try await store(name, key: key, value: value, options: options, create: mode != .forReading, mustCreate: false,
-                        order: .comparator({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
+                        order: .natural({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
     }
 
     /// Opens (or, when writing, creates) a store whose keys are ordered by `compare`
@@ -148,7 +151,7 @@ public final class Transaction: @unchecked Sendable {
         _ name: String, key: K.Type, value: V.Type
     ) async throws -> Store<K, V> {
         try await store(name, key: key, value: value, options: nil, create: false, mustCreate: false,
-                        order: .comparator({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
+                        order: .natural({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
     }
 
     /// Opens an existing store ordered by an index specification (`nil` adopts the store's);
@@ -165,7 +168,7 @@ public final class Transaction: @unchecked Sendable {
         _ name: String, key: K.Type, value: V.Type, options: StoreOptions = .init()
     ) async throws -> Store<K, V> {
         try await store(name, key: key, value: value, options: options, create: true, mustCreate: true,
-                        order: .comparator({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
+                        order: .natural({ a, b in a < b ? -1 : (b < a ? 1 : 0) }))
     }
 
     /// Opens any existing store without its program's types: keys and values as ``JSONValue``
@@ -185,29 +188,45 @@ public final class Transaction: @unchecked Sendable {
     public func dynamicStore(_ name: String) async throws -> Store<JSONValue, JSONValue> {
         try checkUsable(writing: false)
         try StoreName.validate(name)
-        let repo: TxNodeRepository<JSONValue, JSONValue>
+        let repo: TxNodeRepository
+        let ordering: KeyOrdering<JSONValue>
         if let w = works[name] {
-            guard let typed = w as? TxNodeRepository<JSONValue, JSONValue> else {
+            guard w.keyType == ObjectIdentifier(JSONValue.self), w.valueType == ObjectIdentifier(JSONValue.self) else {
                 throw SOPError(.typeMismatch,
                                "store '\(name)' is already open in this transaction as \(w.keyTypeName) → \(w.valueTypeName)")
             }
-            repo = typed
+            ordering = Transaction.dynamicOrdering(w.info)
+            try Transaction.checkSameForm(w, ordering.schema)
+            repo = w
         } else {
             guard dropped[name] == nil, let info = engine.storage.storeInfo(named: name) else {
                 throw SOPError(.notFound, "store '\(name)' does not exist")
             }
-            repo = TxNodeRepository<JSONValue, JSONValue>(transaction: self, info: info, isNew: false)
+            ordering = Transaction.dynamicOrdering(info)
+            repo = TxNodeRepository(transaction: self, info: info, isNew: false, key: JSONValue.self,
+                                    value: JSONValue.self, schema: ordering.schema)
             works[name] = repo
         }
-        let ordering: KeyOrdering<JSONValue> = repo.info.indexSpecification.map { .json($0) }
-            ?? .dynamic(keyType: repo.info.keyType)
         return Store(transaction: self, repository: repo, ordering: ordering)
+    }
+
+    private static func dynamicOrdering(_ info: StoreInfo) -> KeyOrdering<JSONValue> {
+        info.indexSpecification.map { .json($0) } ?? .dynamic(keyType: info.keyType)
+    }
+
+    /// A store opened twice in one transaction must hold its keys the same way both times
+    /// (its nodes are decoded once, for the first opening).
+    private static func checkSameForm(_ w: TxNodeRepository, _ schema: KeySchema) throws {
+        guard w.schema.tag == schema.tag else {
+            throw SOPError(.typeMismatch,
+                           "store '\(w.info.name)' is already open in this transaction with another key order")
+        }
     }
 
     /// The ordering of a store given what it persisted and what the caller asked for.
     private func ordering<K: Codable & Sendable>(_ info: StoreInfo, _ order: RequestedOrder<K>) throws -> KeyOrdering<K> {
         switch (info.indexSpecification, order) {
-        case (let spec?, .comparator):
+        case (let spec?, .comparator), (let spec?, .natural):
             return .typed(spec)
         case (let spec?, .index(let asked)):
             if let asked, asked != spec {
@@ -215,8 +234,10 @@ public final class Transaction: @unchecked Sendable {
                                "store '\(info.name)' is ordered by index specification \(spec), not \(asked)")
             }
             return .typed(spec)
-        case (nil, .comparator(let c)):
+        case (nil, .natural(let c)):
             return .natural(c)
+        case (nil, .comparator(let c)):
+            return .comparator(c)
         case (nil, .index(let asked)):
             throw SOPError(.invalidArgument,
                            "store '\(info.name)' has no index specification\(asked == nil ? "" : " (it was created without one)"); open it with its key order")
@@ -233,11 +254,13 @@ public final class Transaction: @unchecked Sendable {
         let kName = typeName(K.self), vName = typeName(V.self)
         if let w = works[name] {
             if mustCreate { throw SOPError(.alreadyExists, "store '\(name)' already exists") }
-            guard let typed = w as? TxNodeRepository<K, V> else {
+            guard w.keyType == ObjectIdentifier(K.self), w.valueType == ObjectIdentifier(V.self) else {
                 throw SOPError(.typeMismatch,
                                "store '\(name)' is already open in this transaction as \(w.keyTypeName) → \(w.valueTypeName)")
             }
-            return Store(transaction: self, repository: typed, ordering: try ordering(typed.info, order))
+            let ord = try ordering(w.info, order)
+            try Transaction.checkSameForm(w, ord.schema)
+            return Store(transaction: self, repository: w, ordering: ord)
         }
         let committed = dropped[name] == nil ? engine.storage.storeInfo(named: name) : nil
         if let info = committed {
@@ -248,7 +271,8 @@ public final class Transaction: @unchecked Sendable {
                                "store '\(name)' holds \(info.keyType) → \(info.valueType), not \(kName) → \(vName)")
             }
             let ord = try ordering(info, order)
-            let repo = TxNodeRepository<K, V>(transaction: self, info: info, isNew: false)
+            let repo = TxNodeRepository(transaction: self, info: info, isNew: false, key: K.self, value: V.self,
+                                        schema: ord.schema)
             works[name] = repo
             return Store(transaction: self, repository: repo, ordering: ord)
         }
@@ -266,7 +290,8 @@ public final class Transaction: @unchecked Sendable {
         let info = StoreInfo(name: name, options: o, keyType: kName, valueType: vName,
                              createdAt: SystemClock().nowMilliseconds())
         let ord = try ordering(info, order)
-        let repo = TxNodeRepository<K, V>(transaction: self, info: info, isNew: true)
+        let repo = TxNodeRepository(transaction: self, info: info, isNew: true, key: K.self, value: V.self,
+                                    schema: ord.schema)
         repo.add(BTreeNode(id: info.rootID))
         works[name] = repo
         return Store(transaction: self, repository: repo, ordering: ord)

@@ -6,16 +6,25 @@ import SOPCore
 /// Nodes fetched from the committed state are remembered with their registry version
 /// (re-checked at commit) and kept for the rest of the transaction, so re-reading gives the
 /// same answer. Changed, added and removed nodes stay here until the commit writes them.
-final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: NodeRepository, StoreWork {
-    typealias Key = KeyBox<K>
+///
+/// Not generic: the application's key and value types stay at the API (``Store``); here keys
+/// are ``EKey``s ordered and decoded by the store's ``KeySchema``.
+final class TxNodeRepository: NodeRepository, StoreWork {
+    typealias Key = EKey
     typealias Value = ValueBox
 
     unowned let transaction: Transaction
     let info: StoreInfo
     let isNew: Bool
-    let keyCoder = JSONCoder<K>()
-    let valueCoder = JSONCoder<V>()
-    var working: [SOPID: EngineNode<K>] = [:]
+    /// The application's key and value types this transaction opened the store with.
+    let keyType: ObjectIdentifier
+    let valueType: ObjectIdentifier
+    let keyTypeName: String
+    let valueTypeName: String
+    /// How this store's nodes hold their keys (fixed for the transaction: nodes decoded with
+    /// it are kept in ``working``).
+    let schema: KeySchema
+    var working: [SOPID: EngineNode] = [:]
     var changes: [SOPID: NodeChange] = [:]
     var fetchedVersions: [SOPID: UInt32] = [:]
     var countDelta: Int64 = 0
@@ -23,21 +32,26 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
     /// Encoded sizes of the nodes written by the commit (for the cache's byte accounting).
     var encodedSizes: [SOPID: Int] = [:]
 
-    init(transaction: Transaction, info: StoreInfo, isNew: Bool) {
+    init<K, V>(transaction: Transaction, info: StoreInfo, isNew: Bool, key: K.Type, value: V.Type, schema: KeySchema) {
         self.transaction = transaction
         self.info = info
         self.isNew = isNew
+        self.keyType = ObjectIdentifier(K.self)
+        self.valueType = ObjectIdentifier(V.self)
+        self.keyTypeName = typeName(K.self)
+        self.valueTypeName = typeName(V.self)
+        self.schema = schema
     }
 
-    var keyTypeName: String { typeName(K.self) }
-    var valueTypeName: String { typeName(V.self) }
     var hasChanges: Bool { !changes.isEmpty || countDelta != 0 }
 
-    /// Identifies the decoded form of this store's nodes in the L1 cache (computed once: a
-    /// generic type's metadata lookup is not free).
-    private let typeTag = ObjectIdentifier(TxNodeRepository<K, V>.self)
+    /// A B-tree (with its own cursor) over this working set, ordered by `schema`.
+    func makeTree(schema: KeySchema) -> BTree<TxNodeRepository> {
+        BTree(rootID: info.rootID, slotLength: info.options.slotLength, isUnique: info.options.isUnique,
+              compare: schema.compare, repository: self)
+    }
 
-    func fetch(_ id: SOPID) async throws -> EngineNode<K> {
+    func fetch(_ id: SOPID) async throws -> EngineNode {
         if let n = working[id] { return n }
         if changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
@@ -47,18 +61,18 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
             // The tree changed under this transaction (a node it was led to no longer exists).
             throw SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' no longer exists")
         }
-        let node = try await engine.loadNode(h, coder: keyCoder, typeTag: typeTag)
+        let node = try await engine.loadNode(h, schema: schema)
         fetchedVersions[id] = h.version
         working[id] = node
         return node
     }
 
-    func add(_ node: EngineNode<K>) {
+    func add(_ node: EngineNode) {
         working[node.id] = node
         changes[node.id] = .added
     }
 
-    func update(_ node: EngineNode<K>) {
+    func update(_ node: EngineNode) {
         working[node.id] = node
         if changes[node.id] != .added { changes[node.id] = .updated }
     }
@@ -91,7 +105,7 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
         out.reserveCapacity(changes.count)
         for (id, c) in changes where c != .removed {
             guard let n = working[id] else { throw SOPError(.internalError, "changed node \(id) is missing") }
-            let bytes = try NodeFormat.encode(n, coder: keyCoder)
+            let bytes = try NodeFormat.encode(n, schema: schema)
             encodedSizes[id] = bytes.count
             out.append((id, bytes))
         }
@@ -102,7 +116,7 @@ final class TxNodeRepository<K: Codable & Sendable, V: Codable & Sendable>: Node
         let cache = transaction.engine.cache
         for (id, c) in changes where c != .removed {
             guard let p = physical[id], let n = working[id] else { continue }
-            cache.put(NodeCache.Key(physical: p, type: typeTag), CachedNode(n), cost: NodeFormat.cost(encodedSize: encodedSizes[id] ?? 0))
+            cache.put(NodeCache.Key(physical: p, type: schema.tag), CachedNode(n), cost: NodeFormat.cost(encodedSize: encodedSizes[id] ?? 0))
         }
     }
 }

@@ -21,19 +21,23 @@ public final class BTree<Repo: NodeRepository> {
     /// The value type.
     public typealias Value = Repo.Value
     /// A node of this tree.
-    typealias Node = BTreeNode<Key, Value>
+    @usableFromInline typealias Node = BTreeNode<Key, Value>
     /// An item of this tree.
-    typealias Item = BTreeItem<Key, Value>
+    @usableFromInline typealias Item = BTreeItem<Key, Value>
 
     /// One level of a root-to-leaf path: the node as fetched (or as last written by this tree)
     /// and the child index (internal nodes) or item index (the leaf).
-    struct Frame {
-        var node: Node
-        var index: Int
+    @usableFromInline struct Frame {
+        @usableFromInline var node: Node
+        @usableFromInline var index: Int
+        @inlinable init(node: Node, index: Int) {
+            self.node = node
+            self.index = index
+        }
     }
 
     /// What a descent looks for: the first item that is not "before" the bound.
-    enum Bound {
+    @usableFromInline enum Bound {
         /// Before: key < k.
         case lower(Key)
         /// Before: key <= k.
@@ -55,21 +59,21 @@ public final class BTree<Repo: NodeRepository> {
     /// Where nodes come from and where changes go.
     public let repository: Repo
 
-    private let compare: (Key, Key) -> Int
+    @usableFromInline let compare: (Key, Key) -> Int
     /// Fewest items (leaves) or separators (internal nodes) a non-root node may hold.
-    private let minSize: Int
+    @usableFromInline let minSize: Int
 
     /// The current item (nil: cursor invalid).
-    private var current: Item?
+    @usableFromInline var current: Item?
     /// Root-to-leaf path to `current`; valid only while `pathVersion == version`.
-    private var path: [Frame] = []
+    @usableFromInline var path: [Frame] = []
     /// Bumped by every mutation.
-    private var version: UInt64 = 1
+    @usableFromInline var version: UInt64 = 1
     /// The `version` the path was built at (0: never).
-    private var pathVersion: UInt64 = 0
+    @usableFromInline var pathVersion: UInt64 = 0
 
     /// Guards against cycles in corrupt trees (a real tree of slot length >= 4 is far shallower).
-    private static var maxDepth: Int { 64 }
+    @inlinable static var maxDepth: Int { 64 }
 
     /// Makes a tree over an existing root node.
     ///
@@ -98,46 +102,46 @@ public final class BTree<Repo: NodeRepository> {
     // MARK: - Cursor (public)
 
     /// The item under the cursor; `nil` when the cursor is invalid.
-    public var currentItem: BTreeItem<Key, Value>? { current }
+    @inlinable public var currentItem: BTreeItem<Key, Value>? { current }
     /// The key under the cursor; `nil` when the cursor is invalid.
-    public var currentKey: Key? { current?.key }
+    @inlinable public var currentKey: Key? { current?.key }
     /// The value under the cursor; `nil` when the cursor is invalid.
-    public var currentValue: Value? { current?.value }
+    @inlinable public var currentValue: Value? { current?.value }
 
     /// Positions the cursor on the first item with `key` and returns `true`; otherwise on the
     /// first item greater than `key` (invalid if none) and returns `false`.
-    public func find(_ key: Key) async throws -> Bool {
+    @inlinable public func find(_ key: Key) async throws -> Bool {
         guard let item = try await seekForward(.lower(key)) else { return false }
         return compare(item.key, key) == 0
     }
 
     /// Positions the cursor on the item (`key`, `id`) and returns `true`; otherwise on its
     /// successor (invalid if none) and returns `false`.
-    public func find(_ key: Key, id: SOPID) async throws -> Bool {
+    @inlinable public func find(_ key: Key, id: SOPID) async throws -> Bool {
         guard let item = try await seekForward(.exact(key, id)) else { return false }
         return item.id == id && compare(item.key, key) == 0
     }
 
     /// Positions the cursor on the last item with `key` and returns `true`; otherwise on the
     /// last item smaller than `key` (invalid if none) and returns `false`.
-    public func findLast(_ key: Key) async throws -> Bool {
+    @inlinable public func findLast(_ key: Key) async throws -> Bool {
         guard let item = try await seekBackward(.upper(key)) else { return false }
         return compare(item.key, key) == 0
     }
 
     /// Positions the cursor on the smallest item; `false` (cursor invalid) when the tree is empty.
-    public func first() async throws -> Bool {
+    @inlinable public func first() async throws -> Bool {
         try await seekForward(.minimum) != nil
     }
 
     /// Positions the cursor on the largest item; `false` (cursor invalid) when the tree is empty.
-    public func last() async throws -> Bool {
+    @inlinable public func last() async throws -> Bool {
         try await seekBackward(.maximum) != nil
     }
 
     /// Moves the cursor to the next item; `false` (cursor invalid) past the end or when the
     /// cursor was invalid.
-    public func next() async throws -> Bool {
+    @inlinable public func next() async throws -> Bool {
         guard try await ensurePath() else { return false }
         let leafLevel = path.count - 1
         path[leafLevel].index += 1
@@ -156,7 +160,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Moves the cursor to the previous item; `false` (cursor invalid) before the start or
     /// when the cursor was invalid.
-    public func previous() async throws -> Bool {
+    @inlinable public func previous() async throws -> Bool {
         guard try await ensurePath() else { return false }
         let leafLevel = path.count - 1
         path[leafLevel].index -= 1
@@ -179,7 +183,7 @@ public final class BTree<Repo: NodeRepository> {
     /// Adds an item. Returns `false` (and changes nothing) when the store is unique and `key`
     /// exists (the cursor is then on the first item with `key`), or when an item with this
     /// exact (`key`, `id`) exists. On `true` the cursor is on the new item.
-    public func add(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
+    @inlinable public func add(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
         if isUnique { return try await addIfNotExists(key, value, id: id) }
         var p = try await descend(.exact(key, id))
         let leaf = p[p.count - 1]
@@ -196,7 +200,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Adds an item only if no item with `key` exists (in unique and non-unique stores).
     /// On `false` the cursor is on the first item with `key`; on `true` on the new item.
-    public func addIfNotExists(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
+    @inlinable public func addIfNotExists(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
         var p = try await descend(.lower(key))
         if try await firstWithKey(key, &p) { return false }
         if !pathRoutes(p, key, id) { p = try await descend(.exact(key, id)) }
@@ -206,7 +210,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Adds an item if no item with `key` exists (returns `true`), else replaces the value of
     /// the first item with `key` (returns `false`). The cursor is on the affected item.
-    public func upsert(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
+    @inlinable public func upsert(_ key: Key, _ value: Value, id: SOPID) async throws -> Bool {
         var p = try await descend(.lower(key))
         if try await firstWithKey(key, &p) {
             try writeValue(value, at: &p)
@@ -219,7 +223,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Replaces the value of the first item with `key`; `false` (cursor invalid) when there is
     /// none. On `true` the cursor is on the item.
-    public func update(_ key: Key, _ value: Value) async throws -> Bool {
+    @inlinable public func update(_ key: Key, _ value: Value) async throws -> Bool {
         var p = try await descend(.lower(key))
         guard try await firstWithKey(key, &p) else {
             invalidateCursor()
@@ -230,7 +234,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Replaces the value of the item under the cursor; `false` when the cursor is invalid.
-    public func updateCurrentValue(_ value: Value) async throws -> Bool {
+    @inlinable public func updateCurrentValue(_ value: Value) async throws -> Bool {
         guard try await ensurePath() else { return false }
         var p = path
         try writeValue(value, at: &p)
@@ -240,7 +244,7 @@ public final class BTree<Repo: NodeRepository> {
     /// Replaces the key of the item under the cursor with one that compares equal to it (a key
     /// whose non-ordering fields changed). Throws ``SOPError/Code/invalidArgument`` when
     /// `compare(old, new) != 0` (the item would move). `false` when the cursor is invalid.
-    public func updateCurrentKey(_ key: Key) async throws -> Bool {
+    @inlinable public func updateCurrentKey(_ key: Key) async throws -> Bool {
         guard let item = current else { return false }
         guard compare(item.key, key) == 0 else {
             throw SOPError(.invalidArgument, "updateCurrentKey cannot change the key's position in the order")
@@ -258,7 +262,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Removes the first item with `key`; `false` (cursor invalid) when there is none. On
     /// `true` the cursor is on the removed item's successor (invalid if none).
-    public func remove(_ key: Key) async throws -> Bool {
+    @inlinable public func remove(_ key: Key) async throws -> Bool {
         var p = try await descend(.lower(key))
         guard try await firstWithKey(key, &p) else {
             invalidateCursor()
@@ -270,7 +274,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Removes the item (`key`, `id`); `false` (cursor invalid) when there is none. On `true`
     /// the cursor is on the removed item's successor (invalid if none).
-    public func remove(_ key: Key, id: SOPID) async throws -> Bool {
+    @inlinable public func remove(_ key: Key, id: SOPID) async throws -> Bool {
         guard try await find(key, id: id) else {
             invalidateCursor()
             return false
@@ -281,7 +285,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Removes the item under the cursor; `false` when the cursor is invalid. On `true` the
     /// cursor is on the removed item's successor (invalid if none).
-    public func removeCurrent() async throws -> Bool {
+    @inlinable public func removeCurrent() async throws -> Bool {
         guard try await ensurePath() else { return false }
         try await removeItem(at: path)
         return true
@@ -343,7 +347,7 @@ public final class BTree<Repo: NodeRepository> {
 
     // MARK: - Searching
 
-    private func isBefore(_ key: Key, _ id: SOPID, _ bound: Bound) -> Bool {
+    @inlinable func isBefore(_ key: Key, _ id: SOPID, _ bound: Bound) -> Bool {
         switch bound {
         case .lower(let k): return compare(key, k) < 0
         case .upper(let k): return compare(key, k) <= 0
@@ -356,7 +360,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Index of the first item not before `bound` (binary search).
-    private func partition(_ items: [Item], _ bound: Bound) -> Int {
+    @inlinable func partition(_ items: [Item], _ bound: Bound) -> Int {
         // Through a buffer pointer: each probe reads the key and ID in place instead of
         // copying the whole item (which, unspecialized, retains every field).
         items.withUnsafeBufferPointer { b in
@@ -374,11 +378,11 @@ public final class BTree<Repo: NodeRepository> {
     /// The child to descend into: the number of separators `s` with `s <= bound` (an item equal
     /// to a separator lives right of it). That child holds the first item not before `bound`,
     /// unless all its items are before it (then the next leaf's first item is the one).
-    private func partition(_ seps: [Separator<Key>], _ bound: Bound) -> Int {
+    @inlinable func partition(_ seps: [Separator<Key>], _ bound: Bound) -> Int {
         seps.withUnsafeBufferPointer { b in partition(b, bound) }
     }
 
-    private func partition(_ seps: UnsafeBufferPointer<Separator<Key>>, _ bound: Bound) -> Int {
+    @inlinable func partition(_ seps: UnsafeBufferPointer<Separator<Key>>, _ bound: Bound) -> Int {
         var lo = 0, hi = seps.count
         while lo < hi {
             let mid = (lo &+ hi) >> 1
@@ -399,12 +403,12 @@ public final class BTree<Repo: NodeRepository> {
         return lo
     }
 
-    private func corrupt(_ what: String, _ id: SOPID) -> SOPError {
+    @inlinable func corrupt(_ what: String, _ id: SOPID) -> SOPError {
         SOPError(.corrupt, "\(what) in node \(id.hex)")
     }
 
     /// Fetches a node and checks what every use relies on: its ID, its shape.
-    private func fetchChecked(_ id: SOPID) async throws -> Node {
+    @inlinable func fetchChecked(_ id: SOPID) async throws -> Node {
         let node = try await repository.fetch(id)
         guard node.id == id else { throw corrupt("node carries ID \(node.id.hex)", id) }
         if node.isLeaf {
@@ -420,7 +424,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// The root-to-leaf path toward the first item not before `bound`. The leaf's index is the
     /// partition point in that leaf (it may equal the leaf's item count).
-    private func descend(_ bound: Bound) async throws -> [Frame] {
+    @inlinable func descend(_ bound: Bound) async throws -> [Frame] {
         var frames: [Frame] = []
         var node = try await fetchChecked(rootID)
         while !node.isLeaf {
@@ -447,7 +451,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Moves `p` (ending in a leaf) to index 0 of the next leaf; `false` (p unchanged) if none.
-    private static func moveToNextLeaf(_ p: inout [Frame], _ tree: BTree) async throws -> Bool {
+    @inlinable static func moveToNextLeaf(_ p: inout [Frame], _ tree: BTree) async throws -> Bool {
         var level = p.count - 2
         while level >= 0 && p[level].index >= p[level].node.children.count - 1 { level -= 1 }
         if level < 0 { return false }
@@ -470,7 +474,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Moves `p` (ending in a leaf) to the last item of the previous leaf; `false` (p unchanged) if none.
-    private static func moveToPreviousLeaf(_ p: inout [Frame], _ tree: BTree) async throws -> Bool {
+    @inlinable static func moveToPreviousLeaf(_ p: inout [Frame], _ tree: BTree) async throws -> Bool {
         var level = p.count - 2
         while level >= 0 && p[level].index <= 0 { level -= 1 }
         if level < 0 { return false }
@@ -494,7 +498,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Positions the cursor on the first item not before `bound`; returns it (nil: invalid).
-    private func seekForward(_ bound: Bound) async throws -> Item? {
+    @inlinable func seekForward(_ bound: Bound) async throws -> Item? {
         var p = try await descend(bound)
         let leaf = p[p.count - 1]
         if leaf.index < leaf.node.items.count {
@@ -508,7 +512,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Positions the cursor on the last item before `bound`; returns it (nil: invalid).
-    private func seekBackward(_ bound: Bound) async throws -> Item? {
+    @inlinable func seekBackward(_ bound: Bound) async throws -> Item? {
         var p = try await descend(bound)
         let leafLevel = p.count - 1
         if p[leafLevel].index > 0 {
@@ -523,20 +527,20 @@ public final class BTree<Repo: NodeRepository> {
         return current
     }
 
-    private func setCursor(_ item: Item, path p: [Frame]) {
+    @inlinable func setCursor(_ item: Item, path p: [Frame]) {
         current = item
         path = p
         pathVersion = version
     }
 
-    private func invalidateCursor() {
+    @inlinable func invalidateCursor() {
         current = nil
         path = []
         pathVersion = 0
     }
 
     /// Makes `path` point at `current` again after a mutation; `false` when the cursor is invalid.
-    private func ensurePath() async throws -> Bool {
+    @inlinable func ensurePath() async throws -> Bool {
         guard let item = current else { return false }
         if pathVersion == version { return true }
         var p = try await descend(.exact(item.key, item.id))
@@ -557,7 +561,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// The separator bounding the leaf of `p` from below (nil: the leaf is the first one).
-    private func lowerFence(_ p: [Frame]) -> Separator<Key>? {
+    @inlinable func lowerFence(_ p: [Frame]) -> Separator<Key>? {
         var level = p.count - 2
         while level >= 0 {
             let f = p[level]
@@ -568,7 +572,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// The separator bounding the leaf of `p` from above (nil: the leaf is the last one).
-    private func upperFence(_ p: [Frame]) -> Separator<Key>? {
+    @inlinable func upperFence(_ p: [Frame]) -> Separator<Key>? {
         var level = p.count - 2
         while level >= 0 {
             let f = p[level]
@@ -582,7 +586,7 @@ public final class BTree<Repo: NodeRepository> {
     /// the first one, sets the cursor there and returns `true`. Otherwise returns `false` and
     /// leaves `p` and the cursor alone. Fetches the next leaf only when the first item with
     /// `key` could be there (the leaf's upper fence has `key`).
-    private func firstWithKey(_ key: Key, _ p: inout [Frame]) async throws -> Bool {
+    @inlinable func firstWithKey(_ key: Key, _ p: inout [Frame]) async throws -> Bool {
         let leaf = p[p.count - 1]
         if leaf.index < leaf.node.items.count {
             let item = leaf.node.items[leaf.index]
@@ -604,7 +608,7 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Whether a path built for `.lower(key)` also leads where `.exact(key, id)` would go (used
     /// once no item with `key` exists, so the leaf position is the same for both).
-    private func pathRoutes(_ p: [Frame], _ key: Key, _ id: SOPID) -> Bool {
+    @inlinable func pathRoutes(_ p: [Frame], _ key: Key, _ id: SOPID) -> Bool {
         for f in p.dropLast() {
             let i = f.index
             if i > 0 {
@@ -622,7 +626,7 @@ public final class BTree<Repo: NodeRepository> {
     // MARK: - Mutating
 
     /// Replaces the value of the leaf item `p` points at and leaves the cursor there.
-    private func writeValue(_ value: Value, at p: inout [Frame]) throws {
+    @inlinable func writeValue(_ value: Value, at p: inout [Frame]) throws {
         let leafLevel = p.count - 1
         let i = p[leafLevel].index
         guard i < p[leafLevel].node.items.count else {
@@ -637,7 +641,7 @@ public final class BTree<Repo: NodeRepository> {
     /// Inserts `item` at the leaf position of `p` (from a descent for `.exact(key, id)`), splits
     /// overfull nodes up to the root, and puts the cursor on the item (keeping `p` pointing at
     /// it through the splits, so cursor moves need no new descent).
-    private func insert(_ item: Item, into p: inout [Frame]) async throws {
+    @inlinable func insert(_ item: Item, into p: inout [Frame]) async throws {
         version &+= 1
         var level = p.count - 1
         p[level].node.items.insert(item, at: p[level].index)
@@ -697,7 +701,7 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Removes the item `p` points at, rebalances, and puts the cursor on its successor.
-    private func removeItem(at p: [Frame]) async throws {
+    @inlinable func removeItem(at p: [Frame]) async throws {
         var p = p
         let leafLevel = p.count - 1
         let pos = p[leafLevel].index
@@ -731,11 +735,11 @@ public final class BTree<Repo: NodeRepository> {
         }
     }
 
-    private func size(_ n: Node) -> Int { n.isLeaf ? n.items.count : n.separators.count }
+    @inlinable func size(_ n: Node) -> Int { n.isLeaf ? n.items.count : n.separators.count }
 
     /// Rebalances after a removal: `p`'s leaf (already edited, not yet written) is below the
     /// minimum. Borrows from or merges with a sibling, level by level, and collapses the root.
-    private func rebalance(_ p: [Frame]) async throws {
+    @inlinable func rebalance(_ p: [Frame]) async throws {
         var level = p.count - 1
         var node = p[level].node
         while true {
@@ -836,14 +840,14 @@ public final class BTree<Repo: NodeRepository> {
 
     // MARK: - Checking
 
-    private struct CheckState {
+    struct CheckState {
         var count: Int64 = 0
         var leafDepth: Int?
         var seen: Set<SOPID> = []
         var lastItem: (key: Key, id: SOPID, leaf: SOPID)?
     }
 
-    private func fetchForCheck(_ id: SOPID, parent: SOPID?) async throws -> Node {
+    func fetchForCheck(_ id: SOPID, parent: SOPID?) async throws -> Node {
         do {
             return try await fetchChecked(id)
         } catch let e as SOPError where e.code != .notFound {
@@ -854,13 +858,13 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// (a.key, a.id) compared with (b.key, b.id).
-    private func order(_ ak: Key, _ ai: SOPID, _ bk: Key, _ bi: SOPID) -> Int {
+    @inlinable func order(_ ak: Key, _ ai: SOPID, _ bk: Key, _ bi: SOPID) -> Int {
         let c = compare(ak, bk)
         if c != 0 { return c }
         return ai == bi ? 0 : (ai < bi ? -1 : 1)
     }
 
-    private func check(_ node: Node, depth: Int, lower: Separator<Key>?, upper: Separator<Key>?,
+    func check(_ node: Node, depth: Int, lower: Separator<Key>?, upper: Separator<Key>?,
                        state: inout CheckState) async throws {
         let id = node.id
         guard state.seen.insert(id).inserted else { throw corrupt("node reached more than once", id) }

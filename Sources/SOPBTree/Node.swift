@@ -10,7 +10,7 @@ public struct BTreeItem<Key, Value> {
     public var value: Value
 
     /// Makes an item.
-    public init(key: Key, id: SOPID, value: Value) {
+    @inlinable public init(key: Key, id: SOPID, value: Value) {
         self.key = key
         self.id = id
         self.value = value
@@ -29,7 +29,7 @@ public struct Separator<Key> {
     public var id: SOPID
 
     /// Makes a separator.
-    public init(key: Key, id: SOPID) {
+    @inlinable public init(key: Key, id: SOPID) {
         self.key = key
         self.id = id
     }
@@ -51,7 +51,7 @@ public struct BTreeNode<Key, Value> {
     public var children: [SOPID]
 
     /// Makes a node.
-    public init(id: SOPID, items: [BTreeItem<Key, Value>] = [], separators: [Separator<Key>] = [],
+    @inlinable public init(id: SOPID, items: [BTreeItem<Key, Value>] = [], separators: [Separator<Key>] = [],
                 children: [SOPID] = []) {
         self.id = id
         self.items = items
@@ -60,7 +60,7 @@ public struct BTreeNode<Key, Value> {
     }
 
     /// True when the node holds items (no children).
-    public var isLeaf: Bool { children.isEmpty }
+    @inlinable public var isLeaf: Bool { children.isEmpty }
 }
 
 extension BTreeNode: Sendable where Key: Sendable, Value: Sendable {}
