@@ -347,29 +347,33 @@ public final class BTree<Repo: NodeRepository> {
 
     // MARK: - Searching
 
-    @inlinable func isBefore(_ key: Key, _ id: SOPID, _ bound: Bound) -> Bool {
-        switch bound {
-        case .lower(let k): return compare(key, k) < 0
-        case .upper(let k): return compare(key, k) <= 0
-        case .exact(let k, let i):
-            let c = compare(key, k)
-            return c < 0 || (c == 0 && id < i)
-        case .minimum: return false
-        case .maximum: return true
-        }
-    }
-
     /// Index of the first item not before `bound` (binary search).
     @inlinable func partition(_ items: [Item], _ bound: Bound) -> Int {
-        // Through a buffer pointer: each probe reads the key and ID in place instead of
-        // copying the whole item (which, unspecialized, retains every field).
-        items.withUnsafeBufferPointer { b in
+        // Keys are read in place through a buffer pointer and the comparator and bound are
+        // loaded once: each probe then copies nothing (no retain of a key's storage).
+        let cmp = compare
+        return items.withUnsafeBufferPointer { b -> Int in
+            guard let base = b.baseAddress else { return 0 }
             var lo = 0, hi = b.count
-            let base = b.baseAddress
-            while lo < hi {
-                let mid = (lo &+ hi) >> 1
-                let p = base! + mid
-                if isBefore(p.pointee.key, p.pointee.id, bound) { lo = mid + 1 } else { hi = mid }
+            switch bound {
+            case .minimum: return 0
+            case .maximum: return b.count
+            case .lower(let k):
+                while lo < hi {
+                    let mid = (lo &+ hi) >> 1
+                    if cmp(base[mid].key, k) < 0 { lo = mid + 1 } else { hi = mid }
+                }
+            case .upper(let k):
+                while lo < hi {
+                    let mid = (lo &+ hi) >> 1
+                    if cmp(base[mid].key, k) <= 0 { lo = mid + 1 } else { hi = mid }
+                }
+            case .exact(let k, let i):
+                while lo < hi {
+                    let mid = (lo &+ hi) >> 1
+                    let c = cmp(base[mid].key, k)
+                    if c < 0 || (c == 0 && base[mid].id < i) { lo = mid + 1 } else { hi = mid }
+                }
             }
             return lo
         }
@@ -383,22 +387,31 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     @inlinable func partition(_ seps: UnsafeBufferPointer<Separator<Key>>, _ bound: Bound) -> Int {
+        guard let base = seps.baseAddress else { return 0 }
+        let cmp = compare
         var lo = 0, hi = seps.count
-        while lo < hi {
-            let mid = (lo &+ hi) >> 1
-            let s = (seps.baseAddress! + mid).pointee
-            let routesRight: Bool
-            if case .exact(let k, let i) = bound {
-                let c = compare(s.key, k)
-                routesRight = c < 0 || (c == 0 && s.id <= i)
-            } else if isUnique, case .lower(let k) = bound {
-                // A unique store has at most one item with `k`; a separator with `k` usually is
-                // that item, right of it. (`descend` checks the previous leaf when it is not.)
-                routesRight = compare(s.key, k) <= 0
-            } else {
-                routesRight = isBefore(s.key, s.id, bound)
+        switch bound {
+        case .minimum: return 0
+        case .maximum: return seps.count
+        case .exact(let k, let i):
+            while lo < hi {
+                let mid = (lo &+ hi) >> 1
+                let c = cmp(base[mid].key, k)
+                if c < 0 || (c == 0 && base[mid].id <= i) { lo = mid + 1 } else { hi = mid }
             }
-            if routesRight { lo = mid + 1 } else { hi = mid }
+        case .lower(let k) where isUnique, .upper(let k):
+            // Unique store, lower bound: a unique store has at most one item with `k`; a
+            // separator with `k` usually is that item, right of it. (`descend` checks the
+            // previous leaf when it is not.) Upper bound: items equal to `k` are before it.
+            while lo < hi {
+                let mid = (lo &+ hi) >> 1
+                if cmp(base[mid].key, k) <= 0 { lo = mid + 1 } else { hi = mid }
+            }
+        case .lower(let k):
+            while lo < hi {
+                let mid = (lo &+ hi) >> 1
+                if cmp(base[mid].key, k) < 0 { lo = mid + 1 } else { hi = mid }
+            }
         }
         return lo
     }
