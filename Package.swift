@@ -21,7 +21,9 @@ let package = Package(
     targets: [
         .target(name: "SOPCore", swiftSettings: strict),
         .target(name: "SOPBTree", dependencies: ["SOPCore"], swiftSettings: strict),
-        .target(name: "SOPFileSystem", dependencies: ["SOPCore"], swiftSettings: strict),
+        // CRC-32C with the CPU's instructions (SSE 4.2, ARMv8 CRC32), picked at run time.
+        .target(name: "CSOPCRC32C"),
+        .target(name: "SOPFileSystem", dependencies: ["SOPCore", "CSOPCRC32C"], swiftSettings: strict),
         .target(name: "SOPInMemory", dependencies: ["SOPCore"], swiftSettings: strict),
         .target(
             name: "SOPRedis",

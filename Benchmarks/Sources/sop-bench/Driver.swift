@@ -25,6 +25,7 @@ func log(_ s: String) {
 func makeEngine(_ name: String, ds: Dataset, cfg: Config) -> any BenchEngine {
     switch name {
     case "sop": return SOPEngine(ds: ds, slotLength: cfg.slotLength)
+    case Config.clusteredEngine: return SOPEngine(ds: ds, slotLength: cfg.slotLength, coordination: .redis(cfg.redis ?? ""))
     case "sqlite-full": return SQLiteEngine(ds: ds, synchronous: "FULL")
     case "sqlite-normal": return SQLiteEngine(ds: ds, synchronous: "NORMAL")
     default: return LMDBEngine(ds: ds)
@@ -111,14 +112,14 @@ func runEngine(_ name: String, rep: Int, ds: Dataset, cfg: Config, base: String)
 }
 
 func runBenchmark(_ cfg: Config) async throws {
-    if cfg.redis != nil {
-        log("--redis: clustered row not available yet")
-    }
     let fm = FileManager.default
     let parent = cfg.dir ?? NSTemporaryDirectory()
     let base = (parent.hasSuffix("/") ? parent : parent + "/") + "sop-bench-\(getpid())"
     try fm.createDirectory(atPath: base, withIntermediateDirectories: true)
     defer { try? fm.removeItem(atPath: base) }
+    if let url = cfg.redis, cfg.engines.contains(Config.clusteredEngine) {
+        try await probeRedis(url, base: base)
+    }
 
     let tg = now()
     let ds = Dataset(n: cfg.n)
@@ -165,6 +166,22 @@ func runBenchmark(_ cfg: Config) async throws {
     } else {
         print(report, terminator: "")
     }
+}
+
+/// Opens and closes a clustered database once before anything is timed, so that a Redis that
+/// cannot be reached (or a bad URL) fails the run at once with a clear error. The client's
+/// connect and command timeouts (2 s each) bound the wait.
+func probeRedis(_ url: String, base: String) async throws {
+    let path = base + "/redis-probe"
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let t0 = now()
+    do {
+        let db = try await Database.open(at: path, coordination: .redis(url))
+        try await db.close()
+    } catch {
+        throw BenchError("\(Config.clusteredEngine): cannot open a clustered database with --redis: \(error)")
+    }
+    log("redis: clustered database opened and closed in \(String(format: "%.3f", now() - t0)) s")
 }
 
 // MARK: - Output
@@ -270,8 +287,6 @@ func renderReport(cfg: Config, timed: [String], results: [String: [RunResult]], 
             s += table(h, rrows)
         }
     }
-
-    if cfg.redis != nil { s += "sop-clustered: clustered row not available yet (--redis ignored)\n" }
 
     if cfg.phases.contains("limits") {
         s += "\nmachine limits\n"

@@ -26,23 +26,28 @@ protocol BenchEngine: AnyObject {
 
 // MARK: - SOP
 
+/// SOP standalone (`sop`) or, with a Redis URL, in clustered mode (`sop-clustered`): the same
+/// workload either way.
 final class SOPEngine: BenchEngine {
-    let name = "sop"
+    let name: String
     let ds: Dataset
     let storeOptions: StoreOptions
+    let coordination: Coordination
     var db: Database?
 
-    init(ds: Dataset, slotLength: Int) {
+    init(ds: Dataset, slotLength: Int, coordination: Coordination = .standalone) {
         self.ds = ds
         self.storeOptions = StoreOptions(slotLength: slotLength)
+        self.coordination = coordination
+        self.name = coordination == .standalone ? "sop" : Config.clusteredEngine
     }
 
     private func database() throws -> Database {
-        guard let db else { throw BenchError("sop: database not open") }
+        guard let db else { throw BenchError("\(name): database not open") }
         return db
     }
 
-    func open(at dir: String) async throws { db = try await Database.open(at: dir) }
+    func open(at dir: String) async throws { db = try await Database.open(at: dir, coordination: coordination) }
 
     func close() async throws {
         try await db?.close()
@@ -54,7 +59,7 @@ final class SOPEngine: BenchEngine {
         try await database().write { tx in
             let s = try await tx.store("kv", key: String.self, value: String.self, options: options)
             for id in ids {
-                guard try await s.add(ds.keys[id], ds.values[id]) else { throw BenchError("sop: duplicate \(ds.keys[id])") }
+                guard try await s.add(ds.keys[id], ds.values[id]) else { throw BenchError("\(name): duplicate \(ds.keys[id])") }
             }
         }
     }
@@ -64,8 +69,8 @@ final class SOPEngine: BenchEngine {
         try await database().read { tx in
             let s = try await tx.openStore("kv", key: String.self, value: String.self)
             for id in ids {
-                guard let v = try await s.get(ds.keys[id]) else { throw BenchError("sop: \(ds.keys[id]) not found") }
-                guard v == ds.values[id] else { throw BenchError("sop: wrong value for \(ds.keys[id])") }
+                guard let v = try await s.get(ds.keys[id]) else { throw BenchError("\(name): \(ds.keys[id]) not found") }
+                guard v == ds.values[id] else { throw BenchError("\(name): wrong value for \(ds.keys[id])") }
             }
         }
     }
@@ -76,8 +81,8 @@ final class SOPEngine: BenchEngine {
             let s = try await tx.openStore("kv", key: String.self, value: String.self)
             var i = 0
             for try await item in s.range() {
-                guard i < ds.n, item.key == ds.keys[i] else { throw BenchError("sop: scan out of order at \(i): \(item.key)") }
-                guard item.value == ds.values[i] else { throw BenchError("sop: scan: wrong value at \(item.key)") }
+                guard i < ds.n, item.key == ds.keys[i] else { throw BenchError("\(name): scan out of order at \(i): \(item.key)") }
+                guard item.value == ds.values[i] else { throw BenchError("\(name): scan: wrong value at \(item.key)") }
                 i += 1
             }
             return i
@@ -89,7 +94,7 @@ final class SOPEngine: BenchEngine {
         try await database().write { tx in
             let s = try await tx.openStore("kv", key: String.self, value: String.self)
             for id in ids {
-                guard try await s.update(ds.keys[id], ds.values2[id]) else { throw BenchError("sop: update: \(ds.keys[id]) missing") }
+                guard try await s.update(ds.keys[id], ds.values2[id]) else { throw BenchError("\(name): update: \(ds.keys[id]) missing") }
             }
         }
     }
@@ -99,7 +104,7 @@ final class SOPEngine: BenchEngine {
         try await database().write { tx in
             let s = try await tx.openStore("kv", key: String.self, value: String.self)
             for id in ids {
-                guard try await s.remove(ds.keys[id]) else { throw BenchError("sop: delete: \(ds.keys[id]) missing") }
+                guard try await s.remove(ds.keys[id]) else { throw BenchError("\(name): delete: \(ds.keys[id]) missing") }
             }
         }
     }

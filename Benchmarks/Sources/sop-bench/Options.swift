@@ -10,11 +10,15 @@ struct BenchOptions: ParsableCommand {
     @Option(help: "Number of items.") var n = 100_000
     @Option(help: "Items per transaction in the batched phases.") var batch = 1_000
     @Option(help: "Repetitions; the table shows medians.") var repeats = 3
-    @Option(help: "Comma list of: \(Config.allEngines.joined(separator: ",")).")
-    var engines = Config.allEngines.joined(separator: ",")
+    @Option(help: """
+        Comma list of: \(Config.allEngines.joined(separator: ",")) (default: \(Config.defaultEngines.joined(separator: ",")), \
+        and \(Config.clusteredEngine) when --redis is given).
+        """)
+    var engines: String?
     @Option(help: "Slot length of SOP's store.") var slotLength = StoreOptions.defaultSlotLength
     @Option(help: "Folder for the databases (default: a temporary folder).") var dir: String?
-    @Option(help: "Redis URL for the clustered SOP row (not available yet).") var redis: String?
+    @Option(help: "Redis URL (redis://host:port) for the \(Config.clusteredEngine) row: SOP's workload with the database opened in clustered mode.")
+    var redis: String?
     @Flag(help: "Print one JSON object per engine and repetition on stdout (the table goes to stderr).")
     var json = false
     @Option(help: "Comma list, a subset of: \(Config.allPhases.joined(separator: ",")).")
@@ -26,8 +30,11 @@ struct BenchOptions: ParsableCommand {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         guard seqBytes >= 0 else { throw ValidationError("--seq-bytes must not be negative") }
-        for e in list(engines) where !Config.allEngines.contains(e) {
+        for e in list(engines ?? "") where !Config.allEngines.contains(e) {
             throw ValidationError("unknown engine '\(e)'; known: \(Config.allEngines.joined(separator: ","))")
+        }
+        if redis == nil, list(engines ?? "").contains(Config.clusteredEngine) {
+            throw ValidationError("engine '\(Config.clusteredEngine)' needs --redis URL (the Redis of clustered mode, e.g. redis://127.0.0.1:6379)")
         }
         for p in list(phases ?? "") where !Config.allPhases.contains(p) {
             throw ValidationError("unknown phase '\(p)'; known: \(Config.allPhases.joined(separator: ","))")
@@ -36,7 +43,8 @@ struct BenchOptions: ParsableCommand {
     }
 
     func config() -> Config {
-        Config(n: n, batch: batch, repeats: repeats, engines: list(engines), slotLength: slotLength, dir: dir,
+        let engines = engines.map(list) ?? (redis == nil ? Config.defaultEngines : Config.allEngines)
+        return Config(n: n, batch: batch, repeats: repeats, engines: engines, slotLength: slotLength, dir: dir,
                redis: redis, json: json, phases: phases.map { Set(list($0)) } ?? Set(Config.allPhases), seqBytes: seqBytes)
     }
 }
@@ -46,7 +54,11 @@ private func list(_ s: String) -> [String] {
 }
 
 struct Config: Sendable {
-    static let allEngines = ["sop", "sqlite-full", "sqlite-normal", "lmdb"]
+    /// SOP with the database opened in clustered mode against `--redis`.
+    static let clusteredEngine = "sop-clustered"
+    /// The engines run when `--engines` is not given and there is no `--redis` (with it: all).
+    static let defaultEngines = ["sop", "sqlite-full", "sqlite-normal", "lmdb"]
+    static let allEngines = ["sop", clusteredEngine, "sqlite-full", "sqlite-normal", "lmdb"]
     /// Timed phases in output order, then `limits` (the machine's limits).
     static let timedPhases = ["insert", "read", "scan", "update", "delete", "insert-1tx", "single"]
     static let allPhases = timedPhases + ["limits"]
