@@ -21,5 +21,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 "CSQLite", "CLMDB",
             ]),
+        .executableTarget(
+            name: "sop-prof",
+            dependencies: [.product(name: "SOP", package: "SOP")]),
     ]
 )

@@ -6,20 +6,69 @@ import SOPCore
 /// (B-tree, nodes, caches, commit) is not generic, so it is compiled once, specialized, for
 /// every store. What the fields hold depends on the store's ``KeyForm``:
 ///
-/// - ``KeyForm/string``: `bytes` is the key's UTF-8; `int` is 1 when a byte is not ASCII
-///   (such keys compare as Swift `String`s, ASCII keys by their bytes — the same order).
-/// - ``KeyForm/int``: `int` is the key.
+/// - ``KeyForm/string``: the first 16 UTF-8 bytes inline in `p0`/`p1` (big-endian, zero
+///   padded), the length and an "any byte not ASCII" flag in `meta`, and the whole UTF-8 in
+///   `bytes` only when longer than 16 bytes. Most comparisons then read the item array
+///   alone: no pointer chase to a separate allocation per probe (a cache miss each).
+/// - ``KeyForm/int``: the integer in `p0`, sign bit flipped (so unsigned order is numeric order).
 /// - ``KeyForm/custom``: `object` is the decoded key the store's comparator reads; `bytes`
 ///   is the key's JSON text (empty for a key that is only searched for, never stored).
 struct EKey: Sendable {
-    var bytes: [UInt8]
-    var int: Int64
+    var p0: UInt64 = 0
+    var p1: UInt64 = 0
+    var meta: Int = 0
+    var bytes: [UInt8] = []
     var object: KeyObject?
 
-    init(bytes: [UInt8] = [], int: Int64 = 0, object: KeyObject? = nil) {
+    static let inlineBytes = 16
+    static let signBit: UInt64 = 1 << 63
+
+    /// A ``KeyForm/custom`` key.
+    init(bytes: [UInt8], object: KeyObject?) {
         self.bytes = bytes
-        self.int = int
         self.object = object
+    }
+
+    /// An ``KeyForm/int`` key.
+    init(int: Int64) {
+        p0 = UInt64(bitPattern: int) ^ EKey.signBit
+    }
+
+    /// The integer of an ``KeyForm/int`` key.
+    var int: Int64 { Int64(bitPattern: p0 ^ EKey.signBit) }
+
+    /// A ``KeyForm/string`` key from its UTF-8.
+    init(utf8 u: UnsafeBufferPointer<UInt8>) {
+        var ascii = true
+        var a: UInt64 = 0, b: UInt64 = 0
+        for i in 0..<u.count {
+            let c = u[i]
+            if c >= 0x80 { ascii = false }
+            if i < 8 { a |= UInt64(c) << (56 - 8 * UInt64(i)) } else if i < 16 { b |= UInt64(c) << (56 - 8 * UInt64(i - 8)) }
+        }
+        p0 = a
+        p1 = b
+        meta = u.count << 1 | (ascii ? 0 : 1)
+        if u.count > EKey.inlineBytes { bytes = Array(u) }
+    }
+
+    /// A ``KeyForm/string`` key from its UTF-8.
+    init(utf8 bytes: [UInt8]) {
+        self = bytes.withUnsafeBufferPointer { EKey(utf8: $0) }
+    }
+
+    /// UTF-8 length of a ``KeyForm/string`` key.
+    var utf8Count: Int { meta >> 1 }
+
+    /// Calls `body` with the UTF-8 of a ``KeyForm/string`` key.
+    @inline(__always)
+    func withUTF8<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        let n = utf8Count
+        if n > EKey.inlineBytes { return try bytes.withUnsafeBufferPointer(body) }
+        var words = (p0.bigEndian, p1.bigEndian)
+        return try withUnsafeBytes(of: &words) { raw in
+            try body(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n))
+        }
     }
 }
 
@@ -79,6 +128,8 @@ final class KeySchema: Sendable {
     let form: KeyForm
     /// The order: negative, zero or positive.
     let compare: @Sendable (EKey, EKey) -> Int
+    /// The same order over keys in place (what the B-tree's binary searches call).
+    let compareInPlace: @Sendable (UnsafePointer<EKey>, UnsafePointer<EKey>) -> Int
     /// ``KeyForm/custom``: decodes the objects of many stored keys (one call per node, so a
     /// Foundation decode is set up once, not once per key).
     let objects: (@Sendable ([[UInt8]]) throws -> [KeyObject])?
@@ -86,25 +137,48 @@ final class KeySchema: Sendable {
     let tag: ObjectIdentifier
 
     init(form: KeyForm, tag: ObjectIdentifier, compare: @escaping @Sendable (EKey, EKey) -> Int,
+         compareInPlace: (@Sendable (UnsafePointer<EKey>, UnsafePointer<EKey>) -> Int)? = nil,
          objects: (@Sendable ([[UInt8]]) throws -> [KeyObject])? = nil) {
         self.form = form
         self.tag = tag
         self.compare = compare
+        self.compareInPlace = compareInPlace ?? { a, b in compare(a.pointee, b.pointee) }
         self.objects = objects
     }
 
     /// `String` keys: ASCII keys compare by their bytes, others as Swift strings (Swift's
     /// order on ASCII is byte order, so the two agree).
-    static let string = KeySchema(form: .string, tag: ObjectIdentifier(StringKeyForm.self)) { a, b in
-        if (a.int | b.int) == 0 { return compareBytes(a.bytes, b.bytes) }
-        let x = String(decoding: a.bytes, as: UTF8.self), y = String(decoding: b.bytes, as: UTF8.self)
-        return x < y ? -1 : (x == y ? 0 : 1)
+    static let string = KeySchema(
+        form: .string, tag: ObjectIdentifier(StringKeyForm.self),
+        compare: { a, b in withUnsafePointer(to: a) { pa in withUnsafePointer(to: b) { pb in compareStrings(pa, pb) } } },
+        compareInPlace: { a, b in compareStrings(a, b) })
+
+    @inline(__always)
+    static func compareStrings(_ a: UnsafePointer<EKey>, _ b: UnsafePointer<EKey>) -> Int {
+        let ma = a.pointee.meta, mb = b.pointee.meta
+        if (ma | mb) & 1 == 0 {
+            // Both ASCII: bytes order. The first 16 bytes are inline.
+            let x0 = a.pointee.p0, y0 = b.pointee.p0
+            if x0 != y0 { return x0 < y0 ? -1 : 1 }
+            let x1 = a.pointee.p1, y1 = b.pointee.p1
+            if x1 != y1 { return x1 < y1 ? -1 : 1 }
+            let la = ma >> 1, lb = mb >> 1
+            if la <= EKey.inlineBytes || lb <= EKey.inlineBytes { return la == lb ? 0 : (la < lb ? -1 : 1) }
+            return compareBytes(a.pointee.bytes, b.pointee.bytes)
+        }
+        return a.pointee.withUTF8 { x in
+            b.pointee.withUTF8 { y in
+                let s = String(decoding: x, as: UTF8.self), t = String(decoding: y, as: UTF8.self)
+                return s < t ? -1 : (s == t ? 0 : 1)
+            }
+        }
     }
 
     /// `Int` and `Int64` keys.
-    static let int = KeySchema(form: .int, tag: ObjectIdentifier(IntKeyForm.self)) { a, b in
-        a.int < b.int ? -1 : (a.int == b.int ? 0 : 1)
-    }
+    static let int = KeySchema(
+        form: .int, tag: ObjectIdentifier(IntKeyForm.self),
+        compare: { a, b in a.p0 < b.p0 ? -1 : (a.p0 == b.p0 ? 0 : 1) },
+        compareInPlace: { a, b in a.pointee.p0 < b.pointee.p0 ? -1 : (a.pointee.p0 == b.pointee.p0 ? 0 : 1) })
 
     @inline(__always)
     static func compareBytes(_ a: [UInt8], _ b: [UInt8]) -> Int {
@@ -120,16 +194,6 @@ final class KeySchema: Sendable {
         }
     }
 
-    /// The ``EKey`` of a `String` key.
-    @inline(__always)
-    static func stringKey(utf8 bytes: [UInt8]) -> EKey {
-        var ascii = true
-        bytes.withUnsafeBufferPointer { b in
-            for c in b where c >= 0x80 { ascii = false; break }
-        }
-        return EKey(bytes: bytes, int: ascii ? 0 : 1)
-    }
-
     /// The keys stored as these JSON texts.
     func keys(fromJSON texts: [[UInt8]]) throws -> [EKey] {
         switch form {
@@ -137,9 +201,9 @@ final class KeySchema: Sendable {
             return try texts.map { t in
                 // No escape: the key's UTF-8 is the text between the quotes.
                 if t.count >= 2, t.first == 0x22, t.last == 0x22, !t.contains(0x5C) {
-                    return KeySchema.stringKey(utf8: Array(t[1..<(t.count - 1)]))
+                    return t.withUnsafeBufferPointer { EKey(utf8: UnsafeBufferPointer(rebasing: $0[1..<($0.count - 1)])) }
                 }
-                return KeySchema.stringKey(utf8: Array(try JSONBytes.parseString(t[...]).utf8))
+                return EKey(utf8: Array(try JSONBytes.parseString(t[...]).utf8))
             }
         case .int:
             return try texts.map { t in
@@ -163,7 +227,7 @@ final class KeySchema: Sendable {
     func appendJSON(_ k: UnsafePointer<EKey>, to out: inout [UInt8]) throws {
         switch form {
         case .string:
-            k.pointee.bytes.withUnsafeBufferPointer { JSONBytes.appendString(utf8: $0, to: &out) }
+            k.pointee.withUTF8 { JSONBytes.appendString(utf8: $0, to: &out) }
         case .int:
             JSONBytes.appendInt(k.pointee.int, to: &out)
         case .custom:

@@ -19,8 +19,11 @@ struct KeyOrdering<K: Codable & Sendable>: Sendable {
     static func natural(_ compare: @escaping @Sendable (K, K) -> Int) -> KeyOrdering<K> {
         if K.self == String.self {
             return KeyOrdering(schema: .string,
-                               toEngine: { k, _ in KeySchema.stringKey(utf8: Array(unsafeBitCast(k, to: String.self).utf8)) },
-                               fromEngine: { e in unsafeBitCast(String(decoding: e.bytes, as: UTF8.self), to: K.self) })
+                               toEngine: { k, _ in
+                                   var s = unsafeBitCast(k, to: String.self)
+                                   return s.withUTF8 { EKey(utf8: $0) }
+                               },
+                               fromEngine: { e in unsafeBitCast(e.withUTF8 { String(decoding: $0, as: UTF8.self) }, to: K.self) })
         }
         if K.self == Int.self {
             return KeyOrdering(schema: .int,

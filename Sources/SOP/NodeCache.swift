@@ -12,6 +12,11 @@ final class NodeCache: Sendable {
     struct Key: Hashable, Sendable {
         var physical: SOPID
         var type: ObjectIdentifier
+
+        /// The physical ID's fast hash (see `SOPID._rawHashValue`) mixed with the form.
+        func _rawHashValue(seed: Int) -> Int {
+            physical._rawHashValue(seed: seed ^ Int(bitPattern: UInt(bitPattern: type)))
+        }
     }
 
     private struct Entry {

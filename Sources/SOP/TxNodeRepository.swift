@@ -48,7 +48,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     /// A B-tree (with its own cursor) over this working set, ordered by `schema`.
     func makeTree(schema: KeySchema) -> BTree<TxNodeRepository> {
         BTree(rootID: info.rootID, slotLength: info.options.slotLength, isUnique: info.options.isUnique,
-              compare: schema.compare, repository: self)
+              compare: schema.compare, compareInPlace: schema.compareInPlace, repository: self)
     }
 
     func fetch(_ id: SOPID) async throws -> EngineNode {

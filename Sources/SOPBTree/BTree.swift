@@ -60,6 +60,12 @@ public final class BTree<Repo: NodeRepository> {
     public let repository: Repo
 
     @usableFromInline let compare: (Key, Key) -> Int
+    /// The same order over keys in place: binary searches pass pointers, so a probe copies
+    /// (and retains) nothing.
+    @usableFromInline let compareInPlace: (UnsafePointer<Key>, UnsafePointer<Key>) -> Int
+    /// Byte offsets of the key in an item and in a separator.
+    @usableFromInline let itemKeyOffset: Int
+    @usableFromInline let separatorKeyOffset: Int
     /// Fewest items (leaves) or separators (internal nodes) a non-root node may hold.
     @usableFromInline let minSize: Int
 
@@ -90,6 +96,26 @@ public final class BTree<Repo: NodeRepository> {
         self.slotLength = slotLength
         self.isUnique = isUnique
         self.compare = compare
+        self.compareInPlace = { a, b in compare(a.pointee, b.pointee) }
+        self.itemKeyOffset = MemoryLayout<Item>.offset(of: \Item.key)!
+        self.separatorKeyOffset = MemoryLayout<Separator<Key>>.offset(of: \Separator<Key>.key)!
+        self.repository = repository
+        self.minSize = Swift.max(1, slotLength / 2)
+    }
+
+    /// Makes a tree whose order reads keys in place (see ``init(rootID:slotLength:isUnique:compare:repository:)``);
+    /// `compareInPlace` must agree with `compare`.
+    public init(rootID: SOPID, slotLength: Int, isUnique: Bool,
+                compare: @escaping (Key, Key) -> Int,
+                compareInPlace: @escaping (UnsafePointer<Key>, UnsafePointer<Key>) -> Int,
+                repository: Repo) {
+        self.rootID = rootID
+        self.slotLength = slotLength
+        self.isUnique = isUnique
+        self.compare = compare
+        self.compareInPlace = compareInPlace
+        self.itemKeyOffset = MemoryLayout<Item>.offset(of: \Item.key)!
+        self.separatorKeyOffset = MemoryLayout<Separator<Key>>.offset(of: \Separator<Key>.key)!
         self.repository = repository
         self.minSize = Swift.max(1, slotLength / 2)
     }
@@ -349,33 +375,10 @@ public final class BTree<Repo: NodeRepository> {
 
     /// Index of the first item not before `bound` (binary search).
     @inlinable func partition(_ items: [Item], _ bound: Bound) -> Int {
-        // Keys are read in place through a buffer pointer and the comparator and bound are
-        // loaded once: each probe then copies nothing (no retain of a key's storage).
-        let cmp = compare
-        return items.withUnsafeBufferPointer { b -> Int in
+        items.withUnsafeBufferPointer { b -> Int in
             guard let base = b.baseAddress else { return 0 }
-            var lo = 0, hi = b.count
-            switch bound {
-            case .minimum: return 0
-            case .maximum: return b.count
-            case .lower(let k):
-                while lo < hi {
-                    let mid = (lo &+ hi) >> 1
-                    if cmp(base[mid].key, k) < 0 { lo = mid + 1 } else { hi = mid }
-                }
-            case .upper(let k):
-                while lo < hi {
-                    let mid = (lo &+ hi) >> 1
-                    if cmp(base[mid].key, k) <= 0 { lo = mid + 1 } else { hi = mid }
-                }
-            case .exact(let k, let i):
-                while lo < hi {
-                    let mid = (lo &+ hi) >> 1
-                    let c = cmp(base[mid].key, k)
-                    if c < 0 || (c == 0 && base[mid].id < i) { lo = mid + 1 } else { hi = mid }
-                }
-            }
-            return lo
+            return search(UnsafeRawPointer(base), count: b.count, stride: MemoryLayout<Item>.stride,
+                          keyOffset: itemKeyOffset, bound, separators: false) { base[$0].id }
         }
     }
 
@@ -383,34 +386,53 @@ public final class BTree<Repo: NodeRepository> {
     /// to a separator lives right of it). That child holds the first item not before `bound`,
     /// unless all its items are before it (then the next leaf's first item is the one).
     @inlinable func partition(_ seps: [Separator<Key>], _ bound: Bound) -> Int {
-        seps.withUnsafeBufferPointer { b in partition(b, bound) }
+        seps.withUnsafeBufferPointer { b -> Int in
+            guard let base = b.baseAddress else { return 0 }
+            return search(UnsafeRawPointer(base), count: b.count, stride: MemoryLayout<Separator<Key>>.stride,
+                          keyOffset: separatorKeyOffset, bound, separators: true) { base[$0].id }
+        }
     }
 
-    @inlinable func partition(_ seps: UnsafeBufferPointer<Separator<Key>>, _ bound: Bound) -> Int {
-        guard let base = seps.baseAddress else { return 0 }
-        let cmp = compare
-        var lo = 0, hi = seps.count
+    /// Binary search over `count` elements of `stride` bytes at `base`, each with its key at
+    /// `keyOffset`. Items: the first not before `bound`. Separators: the number that route
+    /// `bound` right of them (for `.exact`, a separator equal in key and ID; in a unique
+    /// store, for `.lower`, a separator equal in key — it usually is that key's item — and
+    /// `descend` checks the previous leaf when it is not).
+    @inlinable @inline(__always)
+    func search(_ base: UnsafeRawPointer, count: Int, stride: Int, keyOffset: Int, _ bound: Bound,
+                separators: Bool, id: (Int) -> SOPID) -> Int {
+        let cmp = compareInPlace
+        @inline(__always) func key(_ i: Int) -> UnsafePointer<Key> {
+            (base + i &* stride + keyOffset).assumingMemoryBound(to: Key.self)
+        }
+        var lo = 0, hi = count
         switch bound {
         case .minimum: return 0
-        case .maximum: return seps.count
+        case .maximum: return count
         case .exact(let k, let i):
-            while lo < hi {
-                let mid = (lo &+ hi) >> 1
-                let c = cmp(base[mid].key, k)
-                if c < 0 || (c == 0 && base[mid].id <= i) { lo = mid + 1 } else { hi = mid }
-            }
-        case .lower(let k) where isUnique, .upper(let k):
-            // Unique store, lower bound: a unique store has at most one item with `k`; a
-            // separator with `k` usually is that item, right of it. (`descend` checks the
-            // previous leaf when it is not.) Upper bound: items equal to `k` are before it.
-            while lo < hi {
-                let mid = (lo &+ hi) >> 1
-                if cmp(base[mid].key, k) <= 0 { lo = mid + 1 } else { hi = mid }
+            withUnsafePointer(to: k) { kp in
+                while lo < hi {
+                    let mid = (lo &+ hi) >> 1
+                    let c = cmp(key(mid), kp)
+                    let right = c < 0 || (c == 0 && (separators ? id(mid) <= i : id(mid) < i))
+                    if right { lo = mid + 1 } else { hi = mid }
+                }
             }
         case .lower(let k):
-            while lo < hi {
-                let mid = (lo &+ hi) >> 1
-                if cmp(base[mid].key, k) < 0 { lo = mid + 1 } else { hi = mid }
+            let inclusive = separators && isUnique
+            withUnsafePointer(to: k) { kp in
+                while lo < hi {
+                    let mid = (lo &+ hi) >> 1
+                    let c = cmp(key(mid), kp)
+                    if c < 0 || (inclusive && c == 0) { lo = mid + 1 } else { hi = mid }
+                }
+            }
+        case .upper(let k):
+            withUnsafePointer(to: k) { kp in
+                while lo < hi {
+                    let mid = (lo &+ hi) >> 1
+                    if cmp(key(mid), kp) <= 0 { lo = mid + 1 } else { hi = mid }
+                }
             }
         }
         return lo

@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -27,10 +29,27 @@ public struct SOPID: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// A random (version 4 layout) ID.
     public static func random() -> SOPID {
-        var g = SystemRandomNumberGenerator()
-        let h = (g.next() & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000
-        let l = (g.next() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
+        let h = (fastRandom() & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000
+        let l = (fastRandom() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
         return SOPID(high: h, low: l)
+    }
+
+    /// Seeds ``fastRandom()``: 64 bits from the system, once per process.
+    private static let randomSeed: UInt64 = {
+        var g = SystemRandomNumberGenerator()
+        return g.next()
+    }()
+    private static let randomCounter = AtomicCounter()
+
+    /// Random bits for IDs without a system call per ID (every item added gets an ID): the
+    /// SplitMix64 finalizer of a seeded process-wide counter. The finalizer is a bijection, so
+    /// no two calls in a process return the same value; across processes the seeds differ.
+    /// IDs are unique, not secret.
+    static func fastRandom() -> UInt64 {
+        var z = randomSeed &+ randomCounter.next() &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 
     private static let sequence = AtomicCounter()
@@ -43,9 +62,23 @@ public struct SOPID: Hashable, Comparable, Sendable, CustomStringConvertible {
         // 48 bits of ms | version 7 | 12 bits of a process-wide sequence, then random bits.
         let seq = sequence.next() & 0xFFF
         let h = (ms << 16) | 0x7000 | seq
-        var g = SystemRandomNumberGenerator()
-        let l = (g.next() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
+        let l = (fastRandom() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
         return SOPID(high: h, low: l)
+    }
+
+    /// Hashing for the engine's many dictionaries keyed by IDs: one multiply-xorshift mix of
+    /// both halves with the per-process seed, instead of SipHash over 16 bytes (IDs are
+    /// random or locations, not attacker-chosen keys).
+    public func _rawHashValue(seed: Int) -> Int {
+        var z = (high &* 0x9E37_79B9_7F4A_7C15) ^ low ^ UInt64(bitPattern: Int64(seed))
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Int(bitPattern: UInt(z ^ (z >> 31)))
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(high)
+        hasher.combine(low)
     }
 
     public static func < (a: SOPID, b: SOPID) -> Bool {
@@ -136,14 +169,7 @@ extension SOPID: Codable {
 }
 
 /// A tiny lock-protected counter (no dependency on swift-atomics).
-final class AtomicCounter: @unchecked Sendable {
-    private var value: UInt64 = 0
-    private var lock = pthread_mutex_t()
-    init() { pthread_mutex_init(&lock, nil) }
-    func next() -> UInt64 {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        value &+= 1
-        return value
-    }
+final class AtomicCounter: Sendable {
+    private let value = Atomic<UInt64>(0)
+    func next() -> UInt64 { value.wrappingAdd(1, ordering: .relaxed).newValue }
 }

@@ -445,7 +445,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     }
 
     public func handle(store: SOPID, logicalID: SOPID) -> Handle? {
-        state.withLock { st in st.stores[store]?.registry[logicalID] }
+        // A mutating call reaches the registry through the dictionary's in-place accessor; a
+        // plain read would copy the whole store state (retaining every field) per lookup.
+        state.withLock { st in st.stores[store]?.registry.peek(logicalID) }
     }
 
     public func handles(store: SOPID) -> [Handle] {

@@ -27,6 +27,11 @@ struct RegistryMap: Sendable {
 
     subscript(_ id: SOPID) -> Handle? { handles[id] }
 
+    /// The same as the subscript, for a caller holding the map through a `_modify` access
+    /// (see ``FileStorage/handle(store:logicalID:)``): reading the map in place instead of
+    /// copying the store's state around it.
+    mutating func peek(_ id: SOPID) -> Handle? { handles[id] }
+
     /// Loads one block read from a registry file (no dirtiness).
     mutating func load(segment: Int, block: Int, _ hs: [Handle]) throws {
         let slot = RegistrySlot(segment: segment, block: block)

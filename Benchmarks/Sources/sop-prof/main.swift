@@ -1,0 +1,92 @@
+// A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
+// database, then repeats one phase for a number of rounds so `perf record` sees that phase
+// alone. Usage: sop-prof <read|scan|insert|update> [n] [rounds]
+import Foundation
+import SOP
+
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+let args = CommandLine.arguments
+let phase = args.count > 1 ? args[1] : "read"
+let n = args.count > 2 ? Int(args[2])! : 100_000
+let rounds = args.count > 3 ? Int(args[3])! : 5
+
+func key(_ i: Int) -> String {
+    let d = String(i)
+    return "k" + String(repeating: "0", count: 15 - d.count) + d
+}
+var rng = SplitMix64(seed: 20_261_125)
+let keys = (0..<n).map(key)
+let values = (0..<n).map { _ in
+    Data((0..<75).map { _ in UInt8(truncatingIfNeeded: rng.next()) }).base64EncodedString()
+}
+let order = (0..<n).shuffled(using: &rng)
+let dir = NSTemporaryDirectory() + "sop-prof-\(UUID().uuidString)"
+defer { try? FileManager.default.removeItem(atPath: dir) }
+
+/// Runs off the main actor: top-level code is main-actor isolated, and every `await` into the
+/// engine would hop threads twice.
+@concurrent func run() async throws {
+    let db = try await Database.open(at: dir)
+    func load(_ ids: ArraySlice<Int>) async throws {
+        try await db.write { tx in
+            let s = try await tx.store("kv", key: String.self, value: String.self)
+            for i in ids { _ = try await s.add(keys[i], values[i]) }
+        }
+    }
+    let clock = ContinuousClock()
+    if phase != "insert" {
+        for start in stride(from: 0, to: n, by: 10_000) { try await load(order[start..<min(n, start + 10_000)]) }
+    }
+    let t0 = clock.now
+    for r in 0..<rounds {
+        switch phase {
+        case "read":
+            for start in stride(from: 0, to: n, by: 1_000) {
+                try await db.read { tx in
+                    let s = try await tx.openStore("kv", key: String.self, value: String.self)
+                    for i in order[start..<min(n, start + 1_000)] {
+                        guard try await s.get(keys[i]) == values[i] else { fatalError("bad read") }
+                    }
+                }
+            }
+        case "scan":
+            try await db.read { tx in
+                let s = try await tx.openStore("kv", key: String.self, value: String.self)
+                var i = 0
+                for try await item in s.range() {
+                    guard item.key == keys[i], item.value == values[i] else { fatalError("bad scan") }
+                    i += 1
+                }
+            }
+        case "insert":
+            if r > 0 {
+                try await db.write { tx in try await tx.dropStore("kv") }
+            }
+            for start in stride(from: 0, to: n, by: 1_000) { try await load(order[start..<min(n, start + 1_000)]) }
+        case "update":
+            for start in stride(from: 0, to: n / 10, by: 1_000) {
+                try await db.write { tx in
+                    let s = try await tx.openStore("kv", key: String.self, value: String.self)
+                    for i in order[start..<min(n, start + 1_000)] { _ = try await s.update(keys[i], values[(i + r + 1) % n]) }
+                }
+            }
+        default: fatalError("unknown phase \(phase)")
+        }
+    }
+    let s = (clock.now - t0) / .seconds(1)
+    let items = phase == "update" ? n / 10 : n
+    print("\(phase): \(rounds) rounds of \(items) in \(String(format: "%.2f", s)) s = \(Int(Double(rounds * items) / s)) items/s")
+    try await db.close()
+}
+try await run()
