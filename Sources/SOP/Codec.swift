@@ -194,26 +194,30 @@ final class KeySchema: Sendable {
         }
     }
 
-    /// The keys stored as these JSON texts.
-    func keys(fromJSON texts: [[UInt8]]) throws -> [EKey] {
+    /// The keys stored as the JSON texts `bytes[ranges[i]]`.
+    func keys(in bytes: [UInt8], at ranges: [Range<Int>]) throws -> [EKey] {
         switch form {
         case .string:
-            return try texts.map { t in
-                // No escape: the key's UTF-8 is the text between the quotes.
-                if t.count >= 2, t.first == 0x22, t.last == 0x22, !t.contains(0x5C) {
-                    return t.withUnsafeBufferPointer { EKey(utf8: UnsafeBufferPointer(rebasing: $0[1..<($0.count - 1)])) }
+            return try bytes.withUnsafeBufferPointer { u in
+                try ranges.map { r in
+                    // No escape: the key's UTF-8 is the text between the quotes.
+                    if r.count >= 2, u[r.lowerBound] == 0x22, u[r.upperBound - 1] == 0x22 {
+                        let body = UnsafeBufferPointer(rebasing: u[(r.lowerBound + 1)..<(r.upperBound - 1)])
+                        if !body.contains(0x5C) { return EKey(utf8: body) }
+                    }
+                    return EKey(utf8: Array(try JSONBytes.parseString(bytes[r]).utf8))
                 }
-                return EKey(utf8: Array(try JSONBytes.parseString(t[...]).utf8))
             }
         case .int:
-            return try texts.map { t in
-                guard let i = JSONBytes.parseInt(t[...]) else {
-                    throw SOPError(.typeMismatch, "stored key \(String(decoding: t.prefix(40), as: UTF8.self)) is not an integer")
+            return try ranges.map { r in
+                guard let i = JSONBytes.parseInt(bytes[r]) else {
+                    throw SOPError(.typeMismatch, "stored key \(String(decoding: bytes[r].prefix(40), as: UTF8.self)) is not an integer")
                 }
                 return EKey(int: i)
             }
         case .custom:
             guard let objects else { throw SOPError(.internalError, "custom key schema without a decoder") }
+            let texts = ranges.map { Array(bytes[$0]) }
             let objs = try objects(texts)
             var out: [EKey] = []
             out.reserveCapacity(texts.count)
@@ -239,10 +243,40 @@ final class KeySchema: Sendable {
     }
 }
 
+/// JSON text of a value: a range of a shared buffer. Values of a node decoded from its blob
+/// (or published after a commit) all point into the node's one encoded buffer, so reading
+/// a leaf's values walks one contiguous allocation, not one allocation per value.
+struct ValueBytes: Sendable {
+    let storage: [UInt8]
+    let start: UInt32
+    let count: UInt32
+
+    /// A whole array.
+    init(_ bytes: [UInt8]) {
+        storage = bytes
+        start = 0
+        count = UInt32(bytes.count)
+    }
+
+    /// `storage[range]`.
+    init(_ storage: [UInt8], _ range: Range<Int>) {
+        self.storage = storage
+        start = UInt32(range.lowerBound)
+        count = UInt32(range.count)
+    }
+
+    @inline(__always)
+    func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        try storage.withUnsafeBufferPointer { u in
+            try body(UnsafeBufferPointer(rebasing: u[Int(start)..<Int(start + count)]))
+        }
+    }
+}
+
 /// A value as the engine keeps it in a node: its JSON bytes (decoded only when asked for),
 /// a reference to a separate value blob, or a new separate value not yet written.
 enum ValueBox: Sendable {
-    case inline([UInt8])
+    case inline(ValueBytes)
     case blob(SOPID)
     case pending([UInt8])
 }
@@ -295,9 +329,30 @@ struct JSONCoder<T: Codable & Sendable>: Sendable {
         }
     }
 
+    func decode(_ v: ValueBytes) throws -> T {
+        if v.start == 0 && Int(v.count) == v.storage.count { return try decode(v.storage) }
+        if kind == .string {
+            if let s = v.withBytes({ JSONCoder.plainString($0) }) { return unsafeBitCast(s, to: T.self) }
+        }
+        return try decode(v.withBytes { Array($0) })
+    }
+
+    /// A JSON string literal without escapes: its UTF-8 between the quotes (texts written by
+    /// this engine are valid UTF-8); `nil` when it is not that simple.
+    @inline(__always)
+    static func plainString(_ u: UnsafeBufferPointer<UInt8>) -> String? {
+        let n = u.count
+        guard n >= 2, u[0] == 0x22, u[n - 1] == 0x22 else { return nil }
+        let body = UnsafeBufferPointer(rebasing: u[1..<(n - 1)])
+        for c in body where c == 0x5C || c < 0x20 { return nil }
+        return String(decoding: body, as: UTF8.self)
+    }
+
     func decode(_ b: [UInt8]) throws -> T {
         switch kind {
-        case .string: return unsafeBitCast(try JSONBytes.parseString(b[...]), to: T.self)
+        case .string:
+            if let plain = b.withUnsafeBufferPointer({ JSONCoder.plainString($0) }) { return unsafeBitCast(plain, to: T.self) }
+            return unsafeBitCast(try JSONBytes.parseString(b[...]), to: T.self)
         case .int:
             if let i = JSONBytes.parseInt(b[...]) { return unsafeBitCast(Int(i), to: T.self) }
         case .int64:
@@ -354,6 +409,15 @@ enum NodeFormat {
     }
 
     static func encode(_ n: EngineNode, schema: KeySchema) throws -> [UInt8] {
+        var unused: [Range<Int>] = []
+        return try encode(n, schema: schema, valueRanges: &unused)
+    }
+
+    /// Encodes `n`; `valueRanges[i]` receives where item `i`'s inline value text is in the
+    /// result (an empty range for a separate value).
+    static func encode(_ n: EngineNode, schema: KeySchema, valueRanges: inout [Range<Int>]) throws -> [UInt8] {
+        valueRanges.removeAll(keepingCapacity: true)
+        valueRanges.reserveCapacity(n.items.count)
         var out: [UInt8] = []
         out.reserveCapacity(96 + n.items.count * 160 + n.separators.count * 80 + n.children.count * 35)
         append("{\"format\":1,\"id\":\"", to: &out)
@@ -372,11 +436,14 @@ enum NodeFormat {
                 switch item.pointee.value {
                 case .inline(let b):
                     append("\",\"v\":", to: &out)
-                    out.append(contentsOf: b)
+                    let at = out.count
+                    b.withBytes { out.append(contentsOf: $0) }
+                    valueRanges.append(at..<out.count)
                 case .blob(let id):
                     append("\",\"vb\":\"", to: &out)
                     appendHex(id, to: &out)
                     out.append(UInt8(ascii: "\""))
+                    valueRanges.append(0..<0)
                 case .pending:
                     throw SOPError(.internalError, "a separate value was not written before its node")
                 }
@@ -405,28 +472,40 @@ enum NodeFormat {
         return out
     }
 
+    /// Decodes a node blob. Keys are decoded now (they are compared); values stay JSON text
+    /// inside `bytes` (decoded when read).
     static func decode(_ bytes: [UInt8], expectedID: SOPID, schema: KeySchema) throws -> EngineNode {
-        let raw = try NodeCodec.decode(bytes)
+        let raw = try NodeCodec.decodeInPlace(bytes)
         guard raw.id == expectedID else {
             throw SOPError(.corrupt, "node blob holds node \(raw.id), expected \(expectedID)")
         }
         if raw.children.isEmpty {
-            let keys = try schema.keys(fromJSON: raw.items.map(\.key))
+            let keys = try schema.keys(in: bytes, at: raw.items.map(\.key))
             var items: [BTreeItem<EKey, ValueBox>] = []
             items.reserveCapacity(keys.count)
             for (i, r) in raw.items.enumerated() {
                 let v: ValueBox
                 switch r.value {
-                case .inline(let b): v = .inline(b)
+                case .inline(let range): v = .inline(ValueBytes(bytes, range))
                 case .blob(let id): v = .blob(id)
                 }
                 items.append(BTreeItem(key: keys[i], id: r.id, value: v))
             }
             return BTreeNode(id: raw.id, items: items)
         }
-        let keys = try schema.keys(fromJSON: raw.separators.map(\.key))
+        let keys = try schema.keys(in: bytes, at: raw.separators.map(\.key))
         let seps = raw.separators.enumerated().map { i, s in Separator(key: keys[i], id: s.id) }
         return BTreeNode(id: raw.id, separators: seps, children: raw.children)
+    }
+
+    /// `n` with its inline values moved into `encoded` (its own encoding, `ranges` from
+    /// ``encode(_:schema:valueRanges:)``): what the cache keeps after a commit, so the node
+    /// holds one buffer of values instead of one allocation per changed value.
+    static func rebase(_ n: inout EngineNode, encoded: [UInt8], ranges: [Range<Int>]) {
+        guard n.isLeaf, ranges.count == n.items.count else { return }
+        for i in n.items.indices {
+            if case .inline = n.items[i].value { n.items[i].value = .inline(ValueBytes(encoded, ranges[i])) }
+        }
     }
 
     /// In-memory cost of a node for the byte-bounded cache, estimated from its encoded size

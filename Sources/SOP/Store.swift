@@ -62,7 +62,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     private func boxValue(_ v: Value) async throws -> ValueBox {
         let b = try valueCoder.encode(v)
         switch options.valuePlacement {
-        case .inNode: return .inline(b)
+        case .inNode: return .inline(ValueBytes(b))
         case .separateBlob: return .pending(b)
         case .separateBlobWrittenAtOnce:
             return .blob(try await transaction.engine.storage.writeBlobs([b])[0])
@@ -235,7 +235,9 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
 
     func decodeValue(_ v: ValueBox) async throws -> Value {
         switch v {
-        case .inline(let b), .pending(let b):
+        case .inline(let b):
+            return try valueCoder.decode(b)
+        case .pending(let b):
             return try valueCoder.decode(b)
         case .blob(let id):
             let cached = options.valuePlacement != .separateBlobWrittenAtOnce
@@ -286,16 +288,25 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
 }
 
 /// Walks `from...to` (either bound optional) with its own cursor, yielding the raw items.
+///
+/// It works a leaf at a time: the leaf's item array (shared, not copied) is the buffer, and
+/// the tree is asked only to cross to the next leaf, so most items cost no call into the
+/// tree. The transaction's state is checked for every item, its deadline once per leaf.
 struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
     let store: Store<Key, Value>
     let from: Key?
     let to: Key?
     let descending: Bool
     let tree: BTree<TxNodeRepository>
+    let compare: @Sendable (EKey, EKey) -> Int
     var lower: EKey?
     var upper: EKey?
     var started = false
     var done = false
+    /// The current leaf's items and the index of the next one to yield (descending: the
+    /// index of the next one, walking down; -1 when the leaf is used up).
+    var buffer: [BTreeItem<EKey, ValueBox>] = []
+    var index = 0
 
     init(store: Store<Key, Value>, from: Key?, to: Key?, descending: Bool) {
         self.store = store
@@ -303,16 +314,26 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         self.to = to
         self.descending = descending
         self.tree = store.repository.makeTree(schema: store.ordering.schema)
+        self.compare = store.ordering.schema.compare
+    }
+
+    /// Loads the cursor's leaf into the buffer; `false` when the cursor is invalid.
+    private mutating func loadLeaf() async throws -> Bool {
+        guard let leaf = try await tree.cursorLeaf() else { return false }
+        buffer = leaf.items
+        index = leaf.index
+        return true
     }
 
     mutating func next() async throws -> BTreeItem<EKey, ValueBox>? {
         guard !done else { return nil }
-        try store.transaction.checkUsable(writing: false)
-        let moved: Bool
+        try store.transaction.checkActive()
         if !started {
             started = true
+            try store.transaction.checkUsable(writing: false)
             lower = try from.map { try store.probe($0) }
             upper = try to.map { try store.probe($0) }
+            let moved: Bool
             if descending {
                 if let upper { moved = try await tree.findLast(upper) || tree.currentItem != nil }
                 else { moved = try await tree.last() }
@@ -320,13 +341,19 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
                 if let lower { moved = try await tree.find(lower) || tree.currentItem != nil }
                 else { moved = try await tree.first() }
             }
-        } else {
-            moved = descending ? try await tree.previous() : try await tree.next()
+            guard moved, try await loadLeaf() else { done = true; return nil }
+        } else if descending ? index < 0 : index >= buffer.count {
+            // The leaf is used up: cross to the neighbour (the deadline is checked here).
+            try store.transaction.checkUsable(writing: false)
+            guard try await tree.moveWithinLeaf(toEnd: !descending),
+                  try await (descending ? tree.previous() : tree.next()),
+                  try await loadLeaf() else { done = true; return nil }
         }
-        guard moved, let it = tree.currentItem else { done = true; return nil }
-        let cmp = store.ordering.schema.compare
-        if descending, let lower, cmp(it.key, lower) < 0 { done = true; return nil }
-        if !descending, let upper, cmp(it.key, upper) > 0 { done = true; return nil }
+        guard index >= 0, index < buffer.count else { done = true; return nil }
+        let it = buffer[index]
+        index += descending ? -1 : 1
+        if descending, let lower, compare(it.key, lower) < 0 { done = true; return nil }
+        if !descending, let upper, compare(it.key, upper) > 0 { done = true; return nil }
         return it
     }
 }

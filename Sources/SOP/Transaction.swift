@@ -76,6 +76,12 @@ public final class Transaction: @unchecked Sendable {
     /// True until the transaction commits or rolls back.
     public var isActive: Bool { state == .active }
 
+    /// The per-item part of ``checkUsable(writing:)``: the state only (no clock read).
+    @inline(__always)
+    func checkActive() throws {
+        guard state == .active else { try checkUsable(writing: false); return }
+    }
+
     func checkUsable(writing: Bool) throws {
         guard state == .active else {
             throw SOPError(.invalidState, "the transaction has already \(state == .committed ? "committed" : state == .prepared ? "begun to commit" : "rolled back")")

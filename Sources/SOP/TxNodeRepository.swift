@@ -103,10 +103,22 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         }
         var out: [(id: SOPID, bytes: [UInt8])] = []
         out.reserveCapacity(changes.count)
+        var ranges: [Range<Int>] = []
         for (id, c) in changes where c != .removed {
-            guard let n = working[id] else { throw SOPError(.internalError, "changed node \(id) is missing") }
-            let bytes = try NodeFormat.encode(n, schema: schema)
+            // Taken out of the working set while encoding, so rebasing mutates it in place.
+            guard var n = working.removeValue(forKey: id) else {
+                throw SOPError(.internalError, "changed node \(id) is missing")
+            }
+            let bytes: [UInt8]
+            do {
+                bytes = try NodeFormat.encode(n, schema: schema, valueRanges: &ranges)
+            } catch {
+                working[id] = n
+                throw error
+            }
             encodedSizes[id] = bytes.count
+            if n.isLeaf { NodeFormat.rebase(&n, encoded: bytes, ranges: ranges) }
+            working[id] = n
             out.append((id, bytes))
         }
         return out

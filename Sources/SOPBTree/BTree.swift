@@ -204,6 +204,28 @@ public final class BTree<Repo: NodeRepository> {
         return false
     }
 
+    /// The items of the leaf the cursor is in and the cursor's index among them (`nil` when
+    /// the cursor is invalid), for iterating a leaf at a time: the array is the node's own
+    /// (copy-on-write), so this copies nothing.
+    @inlinable public func cursorLeaf() async throws -> (items: [BTreeItem<Key, Value>], index: Int)? {
+        guard try await ensurePath() else { return nil }
+        let leaf = path[path.count - 1]
+        return (leaf.node.items, leaf.index)
+    }
+
+    /// Puts the cursor on the last (`toEnd`) or first item of its leaf, so that the next
+    /// ``next()`` (or ``previous()``) crosses to the neighbouring leaf. `false` when the cursor
+    /// is invalid.
+    @inlinable public func moveWithinLeaf(toEnd: Bool) async throws -> Bool {
+        guard try await ensurePath() else { return false }
+        let leafLevel = path.count - 1
+        let n = path[leafLevel].node.items.count
+        guard n > 0 else { return false }
+        path[leafLevel].index = toEnd ? n - 1 : 0
+        current = path[leafLevel].node.items[path[leafLevel].index]
+        return true
+    }
+
     // MARK: - Mutations (public)
 
     /// Adds an item. Returns `false` (and changes nothing) when the store is unique and `key`

@@ -79,6 +79,43 @@ public enum NodeCodec {
         }
     }
 
+    /// A value located in the node's bytes (see ``decodeInPlace(_:)``).
+    public enum PlacedValue: Sendable, Equatable {
+        /// The value's JSON text is `bytes[range]`.
+        case inline(Range<Int>)
+        /// The ID of the blob holding the value.
+        case blob(SOPID)
+    }
+
+    /// A leaf item or separator whose key (and inline value) are ranges of the node's bytes.
+    public struct PlacedItem: Sendable, Equatable {
+        /// Where the key's JSON text is.
+        public var key: Range<Int>
+        /// The item's ID.
+        public var id: SOPID
+        /// The value (a placeholder for separators).
+        public var value: PlacedValue
+    }
+
+    /// A node whose texts are ranges of the bytes it was decoded from: decoding copies no
+    /// key or value, so a decoded node can keep its values in the one buffer it was read into.
+    public struct PlacedNode: Sendable, Equatable {
+        /// The node's logical ID.
+        public var id: SOPID
+        /// Leaf items (empty for internal nodes).
+        public var items: [PlacedItem]
+        /// Internal-node separators (empty for leaves); their values are placeholders.
+        public var separators: [PlacedItem]
+        /// Internal-node children (empty for leaves).
+        public var children: [SOPID]
+    }
+
+    /// Decodes a node like ``decode(_:)-([UInt8])`` (same validation, same errors) without
+    /// copying its texts out.
+    public static func decodeInPlace(_ bytes: [UInt8]) throws -> PlacedNode {
+        try bytes.withUnsafeBufferPointer { try decodePlaced($0) }
+    }
+
     // MARK: - Encoding
 
     private static let head: StaticString = "{\"format\":"
@@ -255,6 +292,22 @@ public enum NodeCodec {
 
     /// Decodes a node from a buffer; see ``decode(_:)-([UInt8])``.
     public static func decode(buffer: UnsafeBufferPointer<UInt8>) throws -> RawNode {
+        let placed = try decodePlaced(buffer)
+        func text(_ r: Range<Int>) -> [UInt8] { Array(UnsafeBufferPointer(rebasing: buffer[r])) }
+        var items: [RawItem] = []
+        items.reserveCapacity(placed.items.count)
+        for item in placed.items {
+            switch item.value {
+            case .inline(let r): items.append(RawItem(key: text(item.key), id: item.id, value: .inline(text(r))))
+            case .blob(let b): items.append(RawItem(key: text(item.key), id: item.id, value: .blob(b)))
+            }
+        }
+        let separators = placed.separators.map { RawSeparator(key: text($0.key), id: $0.id) }
+        return RawNode(id: placed.id, items: items, separators: separators, children: placed.children)
+    }
+
+    /// Decodes a node in place from a buffer (ranges index the buffer).
+    static func decodePlaced(_ buffer: UnsafeBufferPointer<UInt8>) throws -> PlacedNode {
         let d = NodeDecoder(s: JSONScanner(buffer, code: .corrupt, prefix: "node: "))
         do {
             return try d.decodeNode()
@@ -401,18 +454,18 @@ private struct NodeDecoder {
 
     /// One JSON value at `i` (a key or inline value text); advances `i` past it.
     @inline(__always)
-    func valueText(_ i: inout Int) throws(SOPError) -> [UInt8] {
+    func valueText(_ i: inout Int) throws(SOPError) -> Range<Int> {
         let start = i
         let end = try s.skipValue(start, depth: 0)
         i = end
-        return Array(UnsafeBufferPointer(rebasing: s.b[start..<end]))
+        return start..<end
     }
 
-    func decodeNode() throws(SOPError) -> NodeCodec.RawNode {
+    func decodeNode() throws(SOPError) -> NodeCodec.PlacedNode {
         var format: Int64?
         var id: SOPID?
-        var items: [NodeCodec.RawItem]?
-        var separators: [NodeCodec.RawSeparator]?
+        var items: [NodeCodec.PlacedItem]?
+        var separators: [NodeCodec.PlacedItem]?
         var children: [SOPID]?
         var i = try expect(0x7B, s.skipWhitespace(0), "'{'")
         if i < s.count, s.b[i] == 0x7D {
@@ -465,7 +518,7 @@ private struct NodeDecoder {
                 throw corrupt("\(children.count) children for \(separators.count) separators")
             }
         }
-        return NodeCodec.RawNode(id: id, items: items, separators: separators, children: children)
+        return NodeCodec.PlacedNode(id: id, items: items, separators: separators, children: children)
     }
 
     /// `[` elements `]` at `i`, each read by `element`; advances `i` past `]`.
@@ -494,16 +547,15 @@ private struct NodeDecoder {
         }
     }
 
-    func decodeItems(_ i: inout Int) throws(SOPError) -> [NodeCodec.RawItem] {
-        try decodeArray(&i, "items") { (i: inout Int) throws(SOPError) -> NodeCodec.RawItem in
+    func decodeItems(_ i: inout Int) throws(SOPError) -> [NodeCodec.PlacedItem] {
+        try decodeArray(&i, "items") { (i: inout Int) throws(SOPError) -> NodeCodec.PlacedItem in
             try decodeItem(&i, separator: false)
         }
     }
 
-    func decodeSeparators(_ i: inout Int) throws(SOPError) -> [NodeCodec.RawSeparator] {
-        try decodeArray(&i, "separators") { (i: inout Int) throws(SOPError) -> NodeCodec.RawSeparator in
-            let item = try decodeItem(&i, separator: true)
-            return NodeCodec.RawSeparator(key: item.key, id: item.id)
+    func decodeSeparators(_ i: inout Int) throws(SOPError) -> [NodeCodec.PlacedItem] {
+        try decodeArray(&i, "separators") { (i: inout Int) throws(SOPError) -> NodeCodec.PlacedItem in
+            try decodeItem(&i, separator: true)
         }
     }
 
@@ -515,14 +567,14 @@ private struct NodeDecoder {
 
     /// An item object (`k`, `id`, and `v` or `vb`) or, when `separator`, a separator object
     /// (`k`, `id`). For separators the returned value is a placeholder.
-    func decodeItem(_ i: inout Int, separator: Bool) throws(SOPError) -> NodeCodec.RawItem {
+    func decodeItem(_ i: inout Int, separator: Bool) throws(SOPError) -> NodeCodec.PlacedItem {
         let what = separator ? "separator" : "item"
         guard i < s.count, s.b[i] == 0x7B else { throw corrupt("\(what) at byte \(i) is not an object") }
         i = s.skipWhitespace(i + 1)
         if i < s.count, s.b[i] == 0x7D { throw corrupt("\(what) at byte \(i) has no key") }
-        var key: [UInt8]?
+        var key: Range<Int>?
         var id: SOPID?
-        var value: NodeCodec.RawValue?
+        var value: NodeCodec.PlacedValue?
         var closed = false
         while !closed {
             let at = i
@@ -551,10 +603,10 @@ private struct NodeDecoder {
         guard let key else { throw corrupt("\(what) ending at byte \(i) has no key") }
         guard let id else { throw corrupt("\(what) ending at byte \(i) has no id") }
         if separator {
-            return NodeCodec.RawItem(key: key, id: id, value: .blob(.zero))
+            return NodeCodec.PlacedItem(key: key, id: id, value: .blob(.zero))
         }
         guard let value else { throw corrupt("item ending at byte \(i) has no value") }
-        return NodeCodec.RawItem(key: key, id: id, value: value)
+        return NodeCodec.PlacedItem(key: key, id: id, value: value)
     }
 
     /// The integer `format` member of a top-level object, found by skipping the other members;
