@@ -408,6 +408,34 @@ enum NodeFormat {
         text.withUTF8Buffer { out.append(contentsOf: $0) }
     }
 
+    /// An upper bound of the node's encoded size, close enough to reserve exactly once
+    /// (a node buffer that grows while encoding is copied and over-allocated).
+    static func encodedSizeBound(_ n: EngineNode, schema: KeySchema) -> Int {
+        // Fixed framing: 93 bytes for the node, 52 per item and 47 per separator besides key
+        // and value, 35 per child (rounded up).
+        var size = 100 + n.items.count * 56 + n.separators.count * 48 + n.children.count * 36
+        func keySize(_ k: EKey) -> Int {
+            switch schema.form {
+            case .string: return k.withUTF8 { u in
+                    var extra = 2
+                    for c in u where c < 0x20 || c == 0x22 || c == 0x5C { extra += 5 }
+                    return u.count + extra
+                }
+            case .int: return 20
+            case .custom: return k.bytes.count
+            }
+        }
+        for item in n.items {
+            size += keySize(item.key)
+            switch item.value {
+            case .inline(let v): size += Int(v.count)
+            case .blob, .pending: size += 40
+            }
+        }
+        for sep in n.separators { size += keySize(sep.key) }
+        return size
+    }
+
     static func encode(_ n: EngineNode, schema: KeySchema) throws -> [UInt8] {
         var unused: [Range<Int>] = []
         return try encode(n, schema: schema, valueRanges: &unused)
@@ -419,7 +447,9 @@ enum NodeFormat {
         valueRanges.removeAll(keepingCapacity: true)
         valueRanges.reserveCapacity(n.items.count)
         var out: [UInt8] = []
-        out.reserveCapacity(96 + n.items.count * 160 + n.separators.count * 80 + n.children.count * 35)
+        let bound = encodedSizeBound(n, schema: schema)
+        out.reserveCapacity(bound)
+        defer { assert(out.count <= bound, "node size bound \(bound) < \(out.count)") }
         append("{\"format\":1,\"id\":\"", to: &out)
         appendHex(n.id, to: &out)
         append("\",\"items\":[", to: &out)

@@ -38,6 +38,11 @@ public final class LogSegment: Sendable {
 
     private let file: any FileHandleIO
     private let appendOffset: Mutex<UInt64>
+    /// A batch buffer kept between appends (taken out while in use), so a commit of a few
+    /// MiB does not allocate — and fault in — fresh pages every time.
+    private let scratch = Mutex<[UInt8]>([])
+    /// Largest batch buffer kept for reuse.
+    private static let scratchLimit = 16 << 20
 
     private init(file: any FileHandleIO, number: Int, end: UInt64) {
         self.file = file
@@ -202,8 +207,19 @@ public final class LogSegment: Sendable {
             }
             total += Self.framedSize(record.payload.count)
         }
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(total)
+        var buffer = scratch.withLock { s in
+            var b: [UInt8] = []
+            swap(&b, &s)
+            return b
+        }
+        buffer.removeAll(keepingCapacity: true)
+        // With headroom: the next commit is usually a little larger or smaller.
+        if buffer.capacity < total { buffer.reserveCapacity(total + total / 4) }
+        defer {
+            if buffer.capacity <= Self.scratchLimit {
+                scratch.withLock { s in if s.capacity < buffer.capacity { swap(&s, &buffer) } }
+            }
+        }
         var relative: [Int] = []
         relative.reserveCapacity(records.count)
         for record in records {
