@@ -18,6 +18,9 @@ public protocol FileHandleIO: AnyObject, Sendable {
     func size() throws -> UInt64
     /// Sets the file's size.
     func truncate(to size: UInt64) throws
+    /// Extends the file to `size` bytes (when shorter) with allocated space that reads as
+    /// zeros: later writes there neither grow the file nor allocate blocks one page at a time.
+    func allocate(to size: UInt64) throws
     /// Makes data and metadata durable (`fsync`).
     func sync() throws
     /// Makes data durable (`fdatasync`).
@@ -27,6 +30,11 @@ public protocol FileHandleIO: AnyObject, Sendable {
 }
 
 extension FileHandleIO {
+    /// Default: a sparse extension (``truncate(to:)``); reads the same, allocates nothing.
+    public func allocate(to size: UInt64) throws {
+        if try self.size() < size { try truncate(to: size) }
+    }
+
     /// Reads `count` bytes at `offset`; fewer only when the file ends first.
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
         guard count >= 0 else { throw SOPError(.invalidArgument, "read count \(count) is negative", path: path) }

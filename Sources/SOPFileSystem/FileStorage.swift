@@ -87,6 +87,8 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     private let commitLock = BlockingLock()
     /// Bytes of the current segment written ahead as zeros (guarded by `commitLock`).
     nonisolated(unsafe) private var preallocated: UInt64 = 0
+    /// Bytes of the current segment allocated ahead (guarded by `commitLock`).
+    nonisolated(unsafe) private var allocated: UInt64 = 0
     private let state: Mutex<State>
     /// Set by the first write-path failure: the process's view of the files is no longer
     /// trustworthy (a failed fsync may have lost data), so every later write is refused
@@ -637,13 +639,19 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                     try failpoints.hit("blob.beforeWrite")
                     try failpoints.hit("commit.beforeRecordWrite")
                     let recordEnd = at + LogSegment.framedSize(payloadLength: payload.count)
-                    // Only small commits gain (their sync would otherwise be dominated by the
-                    // metadata update); a large commit's own data amortizes it, and writing
-                    // zeros first would double its bytes.
+                    // Small commits append into zeros written ahead: their sync then flushes
+                    // data only (no file-metadata journal commit). Large commits append into
+                    // space allocated ahead: growing a file a page at a time costs ~10x the
+                    // copy itself, and writing zeros first would double their bytes.
                     let small = recordEnd - start < 256 << 10
-                    if options.preallocateBytes > 0 && recordEnd > preallocated && small {
-                        preallocated = recordEnd + options.preallocateBytes
-                        try seg.preallocate(to: preallocated)
+                    if options.preallocateBytes > 0 && recordEnd > max(preallocated, allocated) {
+                        if small {
+                            preallocated = recordEnd + options.preallocateBytes
+                            try seg.preallocate(to: preallocated)
+                        } else {
+                            allocated = recordEnd + max(4 * options.preallocateBytes, 2 * (recordEnd - start))
+                            try seg.allocate(to: allocated)
+                        }
                     }
                     var batch = blobs.map { (kind: RecordKind.blob.rawValue, payload: $0) }
                     batch.append((kind: RecordKind.commit.rawValue, payload: payload))
@@ -685,6 +693,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         try seg.truncate(to: seg.end)
         try seg.dataSync()
         preallocated = 0
+        allocated = 0
         if options.clustered {
             _ = try claimSegment()
             return

@@ -393,6 +393,14 @@ public final class LogSegment: Sendable {
         }
     }
 
+    /// Extends the file with allocated space that reads as zeros up to `size` (when shorter),
+    /// without moving ``end``: appends there do not grow the file page by page. Their
+    /// `fdatasync` still commits the file system's extent update, so this suits large
+    /// appends; small ones are cheaper into written zeros (``preallocate(to:)``).
+    public func allocate(to size: UInt64) throws {
+        try file.allocate(to: size)
+    }
+
     public func truncate(to offset: UInt64) throws {
         guard offset >= UInt64(Self.headerSize) else {
             throw SOPError(.invalidArgument, "cannot truncate log segment inside its header (\(offset))", path: path)

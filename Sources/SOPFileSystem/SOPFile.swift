@@ -91,6 +91,28 @@ public final class SOPFile: Sendable {
         }
     }
 
+    /// Extends the file to `size` bytes of allocated zeros (`posix_fallocate`; a sparse
+    /// extension where the file system cannot allocate).
+    public func allocate(to size: UInt64) throws {
+        guard size <= UInt64(Int64.max) else {
+            throw SOPError(.invalidArgument, "allocation size \(size) is out of range", path: path)
+        }
+        let current = try self.size()
+        guard current < size else { return }
+        let fd = try fd()
+        var rc: Int32
+        repeat {
+            rc = posix_fallocate(fd, off_t(current), off_t(size - current))
+        } while rc == EINTR
+        if rc == 0 { return }
+        if rc == EINVAL || rc == EOPNOTSUPP {
+            try truncate(to: size)
+            return
+        }
+        errno = rc
+        throw ioError("posix_fallocate", path: path)
+    }
+
     /// Flushes data and metadata to stable storage (`fsync`).
     public func sync() throws {
         try posixFsync(try fd(), path: path)
