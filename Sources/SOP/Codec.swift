@@ -391,15 +391,32 @@ struct JSONCoder<T: Codable & Sendable>: Sendable {
 /// writes the JSON directly from the node, splicing each item's kept bytes; decoding finds
 /// item boundaries with `NodeCodec` and decodes only the keys.
 enum NodeFormat {
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
+    /// Each byte's two lowercase hex digits, as one little-endian `UInt16`.
+    private static let hexPairs: [UInt16] = (0..<256).map { b in
+        let d = Array("0123456789abcdef".utf8)
+        return UInt16(d[b >> 4]) | UInt16(d[b & 0xF]) << 8
+    }
+
+    /// Appends the 32 hex digits of `id`: built in a stack buffer two digits at a time, then
+    /// appended at once (not 32 appends, each checking capacity).
     @inline(__always)
     static func appendHex(_ id: SOPID, to out: inout [UInt8]) {
-        hexDigits.withUnsafeBufferPointer { d in
-            var v = id.high
-            for _ in 0..<16 { out.append(d[Int(v >> 60)]); v <<= 4 }
-            v = id.low
-            for _ in 0..<16 { out.append(d[Int(v >> 60)]); v <<= 4 }
+        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { raw in
+            hexPairs.withUnsafeBufferPointer { t in
+                var v = id.high
+                for i in 0..<8 {
+                    raw.storeBytes(of: t[Int(v >> 56)].littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+                    v <<= 8
+                }
+                v = id.low
+                for i in 8..<16 {
+                    raw.storeBytes(of: t[Int(v >> 56)].littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+                    v <<= 8
+                }
+            }
+            raw.withMemoryRebound(to: UInt8.self) { out.append(contentsOf: UnsafeBufferPointer($0)) }
         }
     }
 
@@ -414,25 +431,30 @@ enum NodeFormat {
         // Fixed framing: 93 bytes for the node, 52 per item and 47 per separator besides key
         // and value, 35 per child (rounded up).
         var size = 100 + n.items.count * 56 + n.separators.count * 48 + n.children.count * 36
-        func keySize(_ k: EKey) -> Int {
+        @inline(__always) func keySize(_ k: UnsafePointer<EKey>) -> Int {
             switch schema.form {
-            case .string: return k.withUTF8 { u in
+            case .string:
+                return k.pointee.withUTF8 { u in
                     var extra = 2
                     for c in u where c < 0x20 || c == 0x22 || c == 0x5C { extra += 5 }
                     return u.count + extra
                 }
             case .int: return 20
-            case .custom: return k.bytes.count
+            case .custom: return k.pointee.bytes.count
             }
         }
-        for item in n.items {
-            size += keySize(item.key)
-            switch item.value {
-            case .inline(let v): size += Int(v.count)
-            case .blob, .pending: size += 40
+        n.items.withUnsafeBufferPointer { items in
+            guard let base = items.baseAddress else { return }
+            for i in 0..<items.count {
+                let item = base + i
+                size += keySize(item.pointer(to: \.key)!)
+                switch item.pointee.value {
+                case .inline(let v): size += Int(v.count)
+                case .blob, .pending: size += 40
+                }
             }
         }
-        for sep in n.separators { size += keySize(sep.key) }
+        for i in n.separators.indices { size += withUnsafePointer(to: n.separators[i].key) { keySize($0) } }
         return size
     }
 
