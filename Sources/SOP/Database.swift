@@ -89,6 +89,12 @@ final class Engine: Sendable {
         self.path = path
     }
 
+    /// A committed node if L1 has it.
+    @inline(__always)
+    func cachedNode(_ handle: Handle, schema: KeySchema) -> EngineNode? {
+        cache.get(NodeCache.Key(physical: handle.active, type: schema.tag))?.node
+    }
+
     /// Loads a committed node: L1 by physical ID, else the blob, decoded once and cached.
     func loadNode(_ handle: Handle, schema: KeySchema) async throws -> EngineNode {
         let key = NodeCache.Key(physical: handle.active, type: schema.tag)

@@ -229,8 +229,10 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
 
     /// The value of the first item with `key`, or `nil`.
     public func get(_ key: Key) async throws -> Value? {
-        guard try await find(key) else { return nil }
-        return try await currentValue()
+        try readable()
+        guard try await tree.find(try probe(key)), let v = tree.currentValue else { return nil }
+        if case .inline(let b) = v { return try valueCoder.decode(b) }
+        return try await decodeValue(v)
     }
 
     func decodeValue(_ v: ValueBox) async throws -> Value {

@@ -52,19 +52,31 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     }
 
     func fetch(_ id: SOPID) async throws -> EngineNode {
+        if let n = try fetchIfCached(id) { return n }
+        guard let h = transaction.engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
+        let node = try await transaction.engine.loadNode(h, schema: schema)
+        fetchedVersions[id] = h.version
+        working[id] = node
+        return node
+    }
+
+    /// From the working set or the L1 cache: no I/O, no suspension.
+    func fetchIfCached(_ id: SOPID) throws -> EngineNode? {
         if let n = working[id] { return n }
         if changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
         }
         let engine = transaction.engine
-        guard let h = engine.storage.handle(store: info.id, logicalID: id) else {
-            // The tree changed under this transaction (a node it was led to no longer exists).
-            throw SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' no longer exists")
-        }
-        let node = try await engine.loadNode(h, schema: schema)
+        guard let h = engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
+        guard let node = engine.cachedNode(h, schema: schema) else { return nil }
         fetchedVersions[id] = h.version
         working[id] = node
         return node
+    }
+
+    /// The tree changed under this transaction (a node it was led to no longer exists).
+    private func gone(_ id: SOPID) -> SOPError {
+        SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' no longer exists")
     }
 
     func add(_ node: EngineNode) {

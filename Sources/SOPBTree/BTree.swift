@@ -467,6 +467,20 @@ public final class BTree<Repo: NodeRepository> {
     /// Fetches a node and checks what every use relies on: its ID, its shape.
     @inlinable func fetchChecked(_ id: SOPID) async throws -> Node {
         let node = try await repository.fetch(id)
+        try checkShape(node, id)
+        return node
+    }
+
+    /// The node if the repository has it at hand (no I/O, no suspension), checked; `nil`
+    /// when it must be fetched with ``fetchChecked(_:)``.
+    @inlinable @inline(__always) func fetchCheckedIfCached(_ id: SOPID) throws -> Node? {
+        guard let node = try repository.fetchIfCached(id) else { return nil }
+        try checkShape(node, id)
+        return node
+    }
+
+    /// What every use of a fetched node relies on: its ID and its shape.
+    @inlinable func checkShape(_ node: Node, _ id: SOPID) throws {
         guard node.id == id else { throw corrupt("node carries ID \(node.id.hex)", id) }
         if node.isLeaf {
             guard node.separators.isEmpty else { throw corrupt("leaf with separators", id) }
@@ -476,20 +490,22 @@ public final class BTree<Repo: NodeRepository> {
                 throw corrupt("\(node.children.count) children for \(node.separators.count) separators", id)
             }
         }
-        return node
     }
 
     /// The root-to-leaf path toward the first item not before `bound`. The leaf's index is the
     /// partition point in that leaf (it may equal the leaf's item count).
     @inlinable func descend(_ bound: Bound) async throws -> [Frame] {
         var frames: [Frame] = []
-        var node = try await fetchChecked(rootID)
+        // Nodes at hand are taken without an async call (most of a descent, most of the time).
+        var node: Node
+        if let n = try fetchCheckedIfCached(rootID) { node = n } else { node = try await fetchChecked(rootID) }
+        frames.reserveCapacity(4)
         while !node.isLeaf {
             if frames.count >= Self.maxDepth { throw corrupt("tree deeper than \(Self.maxDepth) levels", node.id) }
             let i = partition(node.separators, bound)
             let child = node.children[i]
             frames.append(Frame(node: node, index: i))
-            node = try await fetchChecked(child)
+            if let n = try fetchCheckedIfCached(child) { node = n } else { node = try await fetchChecked(child) }
         }
         if !frames.isEmpty && node.items.isEmpty { throw corrupt("empty non-root leaf", node.id) }
         frames.append(Frame(node: node, index: partition(node.items, bound)))

@@ -78,6 +78,10 @@ public protocol NodeRepository<Key, Value>: AnyObject {
     /// Throws when the node does not exist (the engine reports a conflict: another
     /// transaction restructured the tree under this one).
     func fetch(_ id: SOPID) async throws -> BTreeNode<Key, Value>
+    /// The node when it is at hand without I/O (already fetched, or cached), else `nil`;
+    /// throws what ``fetch(_:)`` would throw for a node that does not exist. The default
+    /// returns `nil` (every fetch goes through ``fetch(_:)``).
+    func fetchIfCached(_ id: SOPID) throws -> BTreeNode<Key, Value>?
     /// Records a node created by this transaction.
     func add(_ node: BTreeNode<Key, Value>)
     /// Records a changed node (its logical ID already exists).
@@ -86,4 +90,9 @@ public protocol NodeRepository<Key, Value>: AnyObject {
     func remove(_ id: SOPID)
     /// A fresh logical ID for a new node.
     func newNodeID() -> SOPID
+}
+
+extension NodeRepository {
+    /// Default: nothing is at hand.
+    public func fetchIfCached(_ id: SOPID) throws -> BTreeNode<Key, Value>? { nil }
 }
