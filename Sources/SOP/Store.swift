@@ -327,7 +327,21 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         return true
     }
 
+    /// The next item when it is in the current leaf (no call into the tree, no suspension);
+    /// `nil` when the leaf is used up or the walk has not started or is done.
+    @inline(__always)
+    mutating func nextInLeaf() throws -> BTreeItem<EKey, ValueBox>?? {
+        guard started, !done, index >= 0, index < buffer.count else { return nil }
+        try store.transaction.checkActive()
+        let it = buffer[index]
+        index += descending ? -1 : 1
+        if descending, let lower, compare(it.key, lower) < 0 { done = true; return .some(nil) }
+        if !descending, let upper, compare(it.key, upper) > 0 { done = true; return .some(nil) }
+        return .some(it)
+    }
+
     mutating func next() async throws -> BTreeItem<EKey, ValueBox>? {
+        if let fast = try nextInLeaf() { return fast }
         guard !done else { return nil }
         try store.transaction.checkActive()
         if !started {
@@ -380,8 +394,14 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
 
         /// The next item, or `nil` at the end of the range.
         public mutating func next() async throws -> Item<Key, Value>? {
-            guard let it = try await walker.next() else { return nil }
-            return Item(key: walker.store.ordering.fromEngine(it.key), value: try await walker.store.decodeValue(it.value), id: it.id)
+            let found: BTreeItem<EKey, ValueBox>?
+            if let fast = try walker.nextInLeaf() { found = fast } else { found = try await walker.next() }
+            guard let it = found else { return nil }
+            let store = walker.store
+            // Values in the node decode without a suspension point.
+            let value: Value
+            if case .inline(let b) = it.value { value = try store.valueCoder.decode(b) } else { value = try await store.decodeValue(it.value) }
+            return Item(key: store.ordering.fromEngine(it.key), value: value, id: it.id)
         }
     }
 }
@@ -414,7 +434,9 @@ public struct KeySequence<Key: Codable & Sendable, Value: Codable & Sendable>: A
 
         /// The next key, or `nil` at the end of the range.
         public mutating func next() async throws -> KeyEntry<Key>? {
-            guard let it = try await walker.next() else { return nil }
+            let found: BTreeItem<EKey, ValueBox>?
+            if let fast = try walker.nextInLeaf() { found = fast } else { found = try await walker.next() }
+            guard let it = found else { return nil }
             return KeyEntry(key: walker.store.ordering.fromEngine(it.key), id: it.id)
         }
     }
