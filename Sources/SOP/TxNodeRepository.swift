@@ -113,26 +113,32 @@ final class TxNodeRepository: NodeRepository, StoreWork {
             let ids = try await transaction.engine.storage.writeBlobs(pending.map(\.bytes))
             for (p, blob) in zip(pending, ids) { working[p.node]!.items[p.index].value = .blob(blob) }
         }
-        var out: [(id: SOPID, bytes: [UInt8])] = []
-        out.reserveCapacity(changes.count)
-        var ranges: [Range<Int>] = []
+        // Taken out of the working set while encoding, so rebasing mutates them in place.
+        var nodes: [EngineNode] = []
+        nodes.reserveCapacity(changes.count)
         for (id, c) in changes where c != .removed {
-            // Taken out of the working set while encoding, so rebasing mutates it in place.
-            guard var n = working.removeValue(forKey: id) else {
+            guard let n = working.removeValue(forKey: id) else {
+                for n in nodes { working[n.id] = n }
                 throw SOPError(.internalError, "changed node \(id) is missing")
             }
-            let bytes: [UInt8]
-            do {
-                bytes = try NodeFormat.encode(n, schema: schema, valueRanges: &ranges)
-            } catch {
-                working[id] = n
-                throw error
-            }
-            encodedSizes[id] = bytes.count
-            if n.isLeaf { NodeFormat.rebase(&n, encoded: bytes, ranges: ranges) }
-            working[id] = n
-            out.append((id, bytes))
+            nodes.append(n)
         }
+        let encoded = NodeFormat.encodeAll(nodes, schema: schema)
+        var out: [(id: SOPID, bytes: [UInt8])] = []
+        out.reserveCapacity(nodes.count)
+        var failure: (any Error)?
+        for (i, var n) in nodes.enumerated() {
+            switch encoded[i] {
+            case .success(let e):
+                encodedSizes[n.id] = e.bytes.count
+                if n.isLeaf { NodeFormat.rebase(&n, encoded: e.bytes, ranges: e.ranges) }
+                out.append((n.id, e.bytes))
+            case .failure(let error):
+                failure = failure ?? error
+            }
+            working[n.id] = n
+        }
+        if let failure { throw failure }
         return out
     }
 
