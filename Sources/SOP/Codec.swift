@@ -316,7 +316,8 @@ struct JSONCoder<T: Codable & Sendable>: Sendable {
     func encode(_ v: T) throws -> [UInt8] {
         if kind != .other {
             var out: [UInt8] = []
-            out.reserveCapacity(24)
+            // A string's JSON is its UTF-8 plus quotes (and escapes, rare): sized once.
+            out.reserveCapacity(kind == .string ? unsafeBitCast(v, to: String.self).utf8.count + 8 : 24)
             _ = withUnsafePointer(to: v) { appendFast($0, to: &out) }
             return out
         }

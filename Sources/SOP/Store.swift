@@ -227,10 +227,11 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         return Item(key: ordering.fromEngine(it.key), value: try await decodeValue(it.value), id: it.id)
     }
 
-    /// The value of the first item with `key`, or `nil`.
+    /// The value of the first item with `key`, or `nil`. The cursor does not move (use
+    /// ``find(_:)`` and ``currentValue()`` to position it).
     public func get(_ key: Key) async throws -> Value? {
         try readable()
-        guard try await tree.find(try probe(key)), let v = tree.currentValue else { return nil }
+        guard let v = try await tree.firstValue(forKey: try probe(key)) else { return nil }
         if case .inline(let b) = v { return try valueCoder.decode(b) }
         return try await decodeValue(v)
     }

@@ -204,6 +204,36 @@ public final class BTree<Repo: NodeRepository> {
         return false
     }
 
+    /// The value of the first item with `key`, or `nil`; the cursor does not move. Walks down
+    /// keeping only the current node (no path, no cursor update); when the key is not in the
+    /// leaf it lands in, the general search decides (the item may open the next leaf, or end
+    /// the previous one in a unique store).
+    @inlinable public func firstValue(forKey key: Key) async throws -> Value? {
+        var node: Node
+        if let n = try fetchCheckedIfCached(rootID) { node = n } else { node = try await fetchChecked(rootID) }
+        var depth = 0
+        while !node.isLeaf {
+            depth += 1
+            if depth > Self.maxDepth { throw corrupt("tree deeper than \(Self.maxDepth) levels", node.id) }
+            let child = node.children[partition(node.separators, .lower(key))]
+            if let n = try fetchCheckedIfCached(child) { node = n } else { node = try await fetchChecked(child) }
+        }
+        let i = partition(node.items, .lower(key))
+        if i < node.items.count, compare(node.items[i].key, key) == 0 { return node.items[i].value }
+        // As firstWithKey, without touching the cursor.
+        let p = try await descend(.lower(key))
+        let leaf = p[p.count - 1]
+        if leaf.index < leaf.node.items.count {
+            let item = leaf.node.items[leaf.index]
+            return compare(item.key, key) == 0 ? item.value : nil
+        }
+        guard let fence = upperFence(p), compare(fence.key, key) == 0 else { return nil }
+        var q = p
+        guard try await Self.moveToNextLeaf(&q, self) else { return nil }
+        let item = q[q.count - 1].node.items[0]
+        return compare(item.key, key) == 0 ? item.value : nil
+    }
+
     /// The items of the leaf the cursor is in and the cursor's index among them (`nil` when
     /// the cursor is invalid), for iterating a leaf at a time: the array is the node's own
     /// (copy-on-write), so this copies nothing.

@@ -209,6 +209,11 @@ private struct Run {
             }
         case 64..<70:
             lookups += 1
+            // firstValue(forKey:) agrees with the model and leaves the cursor alone.
+            let value = try await tree.firstValue(forKey: key)
+            let first = model.contains(key) ? model.entries[model.lower(key)].value : nil
+            try ensure(value == first, "\(context) firstValue(\(key)) returned \(String(describing: value)), model \(String(describing: first))")
+            try checkCursor("firstValue(\(key))")
             let found = try await tree.find(key)
             let i = model.lower(key)
             try ensure(found == model.contains(key), "\(context) find(\(key)) returned \(found)")
