@@ -132,7 +132,17 @@ final class Engine: Sendable {
         return bytes
     }
 
-    static func lockKey(store: SOPID, node: SOPID) -> String { "N:\(store.hex):\(node.hex)" }
+    /// `N:<store hex>:<node hex>`, built in one buffer (a commit makes one per changed node).
+    static func lockKey(store: SOPID, node: SOPID) -> String {
+        var b: [UInt8] = []
+        b.reserveCapacity(67)
+        b.append(UInt8(ascii: "N"))
+        b.append(UInt8(ascii: ":"))
+        NodeFormat.appendHex(store, to: &b)
+        b.append(UInt8(ascii: ":"))
+        NodeFormat.appendHex(node, to: &b)
+        return String(decoding: b, as: UTF8.self)
+    }
     static func lockKey(storeName: String) -> String { "S:\(storeName)" }
 }
 

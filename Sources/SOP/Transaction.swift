@@ -413,15 +413,23 @@ public final class Transaction: @unchecked Sendable {
     }
 
     private func lockWriteSet() async throws {
+        // In a deterministic order (stores by name, nodes by ID: sorting IDs is cheaper than
+        // sorting the key strings); the lock is all-or-nothing, so order is not for deadlocks.
         var keys: [String] = []
+        var names: [String] = []
         for (name, w) in works {
-            if w.isNew { keys.append(Engine.lockKey(storeName: name)) }
-            for (node, c) in w.changes where c != .added {
-                keys.append(Engine.lockKey(store: w.info.id, node: node))
-            }
+            if w.isNew { names.append(Engine.lockKey(storeName: name)) }
         }
-        for name in dropped.keys { keys.append(Engine.lockKey(storeName: name)) }
-        keys.sort()
+        for name in dropped.keys { names.append(Engine.lockKey(storeName: name)) }
+        keys.append(contentsOf: names.sorted())
+        for w in works.values.sorted(by: { $0.info.name < $1.info.name }) {
+            var nodes: [SOPID] = []
+            nodes.reserveCapacity(w.changes.count)
+            for (node, c) in w.changes where c != .added { nodes.append(node) }
+            nodes.sort()
+            keys.reserveCapacity(keys.count + nodes.count)
+            for node in nodes { keys.append(Engine.lockKey(store: w.info.id, node: node)) }
+        }
         if keys.isEmpty { return }
         engine.lockHolders.add(1, ordering: .sequentiallyConsistent)
         if let busy = try await engine.locker.tryLock(keys, owner: id, ttl: maxDuration) {
