@@ -61,6 +61,10 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
 
     private func boxValue(_ v: Value) async throws -> ValueBox {
         let b = try valueCoder.encode(v)
+        // A blob (and a node) is at most one log record.
+        guard b.count <= 1 << 30 else {
+            throw SOPError(.invalidArgument, "a value of \(b.count) bytes exceeds the largest value, 1 GiB")
+        }
         switch options.valuePlacement {
         case .inNode: return .inline(ValueBytes(b))
         case .separateBlob: return .pending(b)
