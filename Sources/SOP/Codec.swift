@@ -345,8 +345,37 @@ struct JSONCoder<T: Codable & Sendable>: Sendable {
         let n = u.count
         guard n >= 2, u[0] == 0x22, u[n - 1] == 0x22 else { return nil }
         let body = UnsafeBufferPointer(rebasing: u[1..<(n - 1)])
-        for c in body where c == 0x5C || c < 0x20 { return nil }
+        guard !needsUnescaping(body) else { return nil }
         return String(decoding: body, as: UTF8.self)
+    }
+
+    /// Whether `b` holds a backslash or a control byte (< 0x20), eight bytes at a time: with
+    /// `x` a word, `(x - 0x20…) & ~x & 0x80…` has a high bit set for each byte below 0x20
+    /// (bytes of 0x80 and up have their own high bit in `x`, masked out by `~x`), and the same
+    /// test of `x ^ 0x5C…` against 0x01… finds bytes equal to 0x5C.
+    @inline(__always)
+    static func needsUnescaping(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        let n = b.count
+        var i = 0
+        if let base = b.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let highs: UInt64 = 0x8080_8080_8080_8080
+            while i + 8 <= n {
+                let x = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                let control = (x &- ones &* 0x20) & ~x & highs
+                let y = x ^ (ones &* 0x5C)
+                let backslash = (y &- ones) & ~y & highs
+                if control | backslash != 0 { return true }
+                i += 8
+            }
+        }
+        while i < n {
+            let c = b[i]
+            if c == 0x5C || c < 0x20 { return true }
+            i += 1
+        }
+        return false
     }
 
     func decode(_ b: [UInt8]) throws -> T {
