@@ -243,9 +243,9 @@ final class KeySchema: Sendable {
     }
 }
 
-/// JSON text of a value: a range of a shared buffer. Values of a node decoded from its blob
-/// (or published after a commit) all point into the node's one encoded buffer, so reading
-/// a leaf's values walks one contiguous allocation, not one allocation per value.
+/// JSON text of a value: a range of a shared buffer. The values of a cached node (decoded
+/// from its blob, or cached after a commit) share one buffer holding just them, so reading a
+/// leaf's values walks one contiguous allocation, not one allocation per value.
 struct ValueBytes: Sendable {
     let storage: [UInt8]
     let start: UInt32
@@ -498,19 +498,13 @@ enum NodeFormat {
     /// Encodes many nodes (a commit's), on both cores when there are enough of them: each
     /// node's encoding is independent, and a large commit's encoding is a good part of its
     /// CPU time. Results are in the order of `nodes`.
-    static func encodeAll(_ nodes: [EngineNode], schema: KeySchema) -> [Result<(bytes: [UInt8], ranges: [Range<Int>]), any Error>] {
-        @Sendable func one(_ n: EngineNode) -> Result<(bytes: [UInt8], ranges: [Range<Int>]), any Error> {
-            var ranges: [Range<Int>] = []
-            do {
-                let bytes = try encode(n, schema: schema, valueRanges: &ranges)
-                return .success((bytes, ranges))
-            } catch {
-                return .failure(error)
-            }
+    static func encodeAll(_ nodes: [EngineNode], schema: KeySchema) -> [Result<[UInt8], any Error>] {
+        @Sendable func one(_ n: EngineNode) -> Result<[UInt8], any Error> {
+            Result { try encode(n, schema: schema) }
         }
         let workers = min(ProcessInfo.processInfo.activeProcessorCount, 4)
-        guard workers > 1, nodes.count >= 64 else { return nodes.map(one) }
-        let results = [Result<(bytes: [UInt8], ranges: [Range<Int>]), any Error>](unsafeUninitializedCapacity: nodes.count) { buffer, initialized in
+        guard workers > 1, nodes.count >= 64, getenv("SOP_SERIAL_ENCODE") == nil else { return nodes.map(one) }
+        let results = [Result<[UInt8], any Error>](unsafeUninitializedCapacity: nodes.count) { buffer, initialized in
             let base = UnsafeSendable(buffer.baseAddress!)
             nodes.withUnsafeBufferPointer { input in
                 let inputBase = UnsafeSendable(UnsafeMutablePointer(mutating: input.baseAddress!))
@@ -529,16 +523,8 @@ enum NodeFormat {
         return results
     }
 
+    /// Encodes `n` (format 1 JSON, see `docs/format.md`).
     static func encode(_ n: EngineNode, schema: KeySchema) throws -> [UInt8] {
-        var unused: [Range<Int>] = []
-        return try encode(n, schema: schema, valueRanges: &unused)
-    }
-
-    /// Encodes `n`; `valueRanges[i]` receives where item `i`'s inline value text is in the
-    /// result (an empty range for a separate value).
-    static func encode(_ n: EngineNode, schema: KeySchema, valueRanges: inout [Range<Int>]) throws -> [UInt8] {
-        valueRanges.removeAll(keepingCapacity: true)
-        valueRanges.reserveCapacity(n.items.count)
         var out: [UInt8] = []
         let bound = encodedSizeBound(n, schema: schema)
         out.reserveCapacity(bound)
@@ -559,14 +545,11 @@ enum NodeFormat {
                 switch item.pointee.value {
                 case .inline(let b):
                     append("\",\"v\":", to: &out)
-                    let at = out.count
                     b.withBytes { out.append(contentsOf: $0) }
-                    valueRanges.append(at..<out.count)
                 case .blob(let id):
                     append("\",\"vb\":\"", to: &out)
                     appendHex(id, to: &out)
                     out.append(UInt8(ascii: "\""))
-                    valueRanges.append(0..<0)
                 case .pending:
                     throw SOPError(.internalError, "a separate value was not written before its node")
                 }
@@ -604,12 +587,31 @@ enum NodeFormat {
         }
         if raw.children.isEmpty {
             let keys = try schema.keys(in: bytes, at: raw.items.map(\.key))
+            // The values are copied into one buffer of their own: the blob (twice their size
+            // with keys, IDs and JSON framing) is not kept alive by the cached node.
+            var total = 0
+            for r in raw.items { if case .inline(let range) = r.value { total += range.count } }
+            var values: [UInt8] = []
+            values.reserveCapacity(total)
+            var placed: [Range<Int>] = []
+            placed.reserveCapacity(raw.items.count)
+            bytes.withUnsafeBufferPointer { u in
+                for r in raw.items {
+                    if case .inline(let range) = r.value {
+                        let at = values.count
+                        values.append(contentsOf: UnsafeBufferPointer(rebasing: u[range]))
+                        placed.append(at..<values.count)
+                    } else {
+                        placed.append(0..<0)
+                    }
+                }
+            }
             var items: [BTreeItem<EKey, ValueBox>] = []
             items.reserveCapacity(keys.count)
             for (i, r) in raw.items.enumerated() {
                 let v: ValueBox
                 switch r.value {
-                case .inline(let range): v = .inline(ValueBytes(bytes, range))
+                case .inline: v = .inline(ValueBytes(values, placed[i]))
                 case .blob(let id): v = .blob(id)
                 }
                 items.append(BTreeItem(key: keys[i], id: r.id, value: v))
@@ -621,18 +623,61 @@ enum NodeFormat {
         return BTreeNode(id: raw.id, separators: seps, children: raw.children)
     }
 
-    /// `n` with its inline values moved into `encoded` (its own encoding, `ranges` from
-    /// ``encode(_:schema:valueRanges:)``): what the cache keeps after a commit, so the node
-    /// holds one buffer of values instead of one allocation per changed value.
-    static func rebase(_ n: inout EngineNode, encoded: [UInt8], ranges: [Range<Int>]) {
-        guard n.isLeaf, ranges.count == n.items.count else { return }
-        for i in n.items.indices {
-            if case .inline = n.items[i].value { n.items[i].value = .inline(ValueBytes(encoded, ranges[i])) }
+    /// In-memory cost of a cached node for the byte-bounded cache: its encoded buffer (which
+    /// holds its values), its arrays at their capacity, keys longer than 16 bytes (custom keys:
+    /// their JSON and about 64 bytes of decoded object), and object and allocation headers.
+    static func cost(_ n: EngineNode, encodedSize: Int) -> Int {
+        var extra = 0
+        for item in n.items where !item.key.bytes.isEmpty || item.key.object != nil {
+            extra += item.key.bytes.count + (item.key.object == nil ? 32 : 96)
         }
+        for sep in n.separators where !sep.key.bytes.isEmpty || sep.key.object != nil {
+            extra += sep.key.bytes.count + (sep.key.object == nil ? 32 : 96)
+        }
+        return 160 + encodedSize + extra
+            + n.items.capacity * MemoryLayout<BTreeItem<EKey, ValueBox>>.stride
+            + n.separators.capacity * MemoryLayout<Separator<EKey>>.stride
+            + n.children.capacity * MemoryLayout<SOPID>.stride
     }
 
-    /// In-memory cost of a node for the byte-bounded cache, estimated from its encoded size
-    /// (an estimate from the layout: a decoded item holds its key, its value's JSON bytes and
-    /// about 60 bytes of headers, against about 70 bytes of JSON framing per item).
-    static func cost(encodedSize: Int) -> Int { 256 + encodedSize + encodedSize * 3 / 10 }
+    /// `n` as the cache keeps it: arrays no larger than their contents need (a leaf that grew
+    /// before a split keeps twice its capacity otherwise) and, for a leaf, its inline values in
+    /// one buffer of their own (allocated here, by the committing task: buffers made on the
+    /// encoding or I/O threads then die young instead of spreading long-lived memory over
+    /// their allocator arenas).
+    static func forCache(_ n: EngineNode) -> EngineNode {
+        var m = trimmed(n)
+        guard m.isLeaf else { return m }
+        var total = 0
+        for item in m.items { if case .inline(let v) = item.value { total += Int(v.count) } }
+        var values: [UInt8] = []
+        values.reserveCapacity(total)
+        var placed: [Range<Int>] = []
+        placed.reserveCapacity(m.items.count)
+        for item in m.items {
+            if case .inline(let v) = item.value {
+                let at = values.count
+                v.withBytes { values.append(contentsOf: $0) }
+                placed.append(at..<values.count)
+            } else {
+                placed.append(0..<0)
+            }
+        }
+        for i in m.items.indices {
+            if case .inline = m.items[i].value { m.items[i].value = .inline(ValueBytes(values, placed[i])) }
+        }
+        return m
+    }
+
+    /// `n` with arrays no larger than their contents need.
+    static func trimmed(_ n: EngineNode) -> EngineNode {
+        func fit<T>(_ a: [T]) -> [T] {
+            guard a.capacity > a.count + 8 else { return a }
+            var b: [T] = []
+            b.reserveCapacity(a.count)
+            b.append(contentsOf: a)
+            return b
+        }
+        return BTreeNode(id: n.id, items: fit(n.items), separators: fit(n.separators), children: fit(n.children))
+    }
 }

@@ -110,7 +110,7 @@ final class Engine: Sendable {
         } catch let e as SOPError where e.code == .corrupt || e.code == .unsupportedFormat {
             throw SOPError(e.code, "node \(handle.logicalID): \(e.message)", path: e.path ?? path)
         }
-        cache.put(key, CachedNode(node), cost: NodeFormat.cost(encodedSize: bytes.count))
+        cache.put(key, CachedNode(node), cost: NodeFormat.cost(node, encodedSize: bytes.count))
         return node
     }
 

@@ -113,7 +113,6 @@ final class TxNodeRepository: NodeRepository, StoreWork {
             let ids = try await transaction.engine.storage.writeBlobs(pending.map(\.bytes))
             for (p, blob) in zip(pending, ids) { working[p.node]!.items[p.index].value = .blob(blob) }
         }
-        // Taken out of the working set while encoding, so rebasing mutates them in place.
         var nodes: [EngineNode] = []
         nodes.reserveCapacity(changes.count)
         for (id, c) in changes where c != .removed {
@@ -127,12 +126,11 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         var out: [(id: SOPID, bytes: [UInt8])] = []
         out.reserveCapacity(nodes.count)
         var failure: (any Error)?
-        for (i, var n) in nodes.enumerated() {
+        for (i, n) in nodes.enumerated() {
             switch encoded[i] {
-            case .success(let e):
-                encodedSizes[n.id] = e.bytes.count
-                if n.isLeaf { NodeFormat.rebase(&n, encoded: e.bytes, ranges: e.ranges) }
-                out.append((n.id, e.bytes))
+            case .success(let bytes):
+                encodedSizes[n.id] = bytes.count
+                out.append((n.id, bytes))
             case .failure(let error):
                 failure = failure ?? error
             }
@@ -146,7 +144,9 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         let cache = transaction.engine.cache
         for (id, c) in changes where c != .removed {
             guard let p = physical[id], let n = working[id] else { continue }
-            cache.put(NodeCache.Key(physical: p, type: schema.tag), CachedNode(n), cost: NodeFormat.cost(encodedSize: encodedSizes[id] ?? 0))
+            let cached = NodeFormat.forCache(n)
+            cache.put(NodeCache.Key(physical: p, type: schema.tag), CachedNode(cached),
+                      cost: NodeFormat.cost(cached, encodedSize: encodedSizes[id] ?? 0))
         }
     }
 }

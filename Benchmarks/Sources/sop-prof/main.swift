@@ -37,7 +37,9 @@ defer { try? FileManager.default.removeItem(atPath: dir) }
 /// Runs off the main actor: top-level code is main-actor isolated, and every `await` into the
 /// engine would hop threads twice.
 @concurrent func run() async throws {
-    let db = try await Database.open(at: dir)
+    var options = DatabaseOptions()
+    if let mb = ProcessInfo.processInfo.environment["SOP_L1_MB"].flatMap(Int.init) { options.nodeCacheBytes = mb << 20 }
+    let db = try await Database.open(at: dir, options: options)
     func load(_ ids: ArraySlice<Int>) async throws {
         try await db.write { tx in
             let s = try await tx.store("kv", key: String.self, value: String.self)
@@ -48,6 +50,11 @@ defer { try? FileManager.default.removeItem(atPath: dir) }
     if phase != "insert" {
         for start in stride(from: 0, to: n, by: 10_000) { try await load(order[start..<min(n, start + 10_000)]) }
     }
+    func rss() -> String {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        return status.split(separator: "\n").first { $0.hasPrefix("VmRSS") }.map(String.init) ?? "?"
+    }
+    print("after load: \(rss()), L1 \(db.cacheStatistics.bytes >> 20) MiB in \(db.cacheStatistics.entries) nodes")
     let t0 = clock.now
     for r in 0..<rounds {
         switch phase {
@@ -87,6 +94,7 @@ defer { try? FileManager.default.removeItem(atPath: dir) }
     let s = (clock.now - t0) / .seconds(1)
     let items = phase == "update" ? n / 10 : n
     print("\(phase): \(rounds) rounds of \(items) in \(String(format: "%.2f", s)) s = \(Int(Double(rounds * items) / s)) items/s")
+    print("after run: \(rss()), L1 \(db.cacheStatistics.bytes >> 20) MiB in \(db.cacheStatistics.entries) nodes")
     try await db.close()
 }
 try await run()
