@@ -648,8 +648,22 @@ enum NodeFormat {
     static func forCache(_ n: EngineNode) -> EngineNode {
         var m = trimmed(n)
         guard m.isLeaf else { return m }
+        // Compacting costs a copy of the items and the values; it is done when the values
+        // are spread over more than a few buffers or the buffers they keep alive hold more
+        // than twice their bytes (after a commit a leaf usually gained a value or two).
         var total = 0
-        for item in m.items { if case .inline(let v) = item.value { total += Int(v.count) } }
+        var buffers: [UnsafeRawPointer] = []
+        var kept = 0
+        for item in m.items {
+            guard case .inline(let v) = item.value else { continue }
+            total += Int(v.count)
+            let base = v.storage.withUnsafeBytes { UnsafeRawPointer($0.baseAddress) }
+            if let base, !buffers.contains(base) {
+                buffers.append(base)
+                kept += v.storage.count
+            }
+        }
+        if buffers.count <= 4 && kept <= 2 * total { return m }
         var values: [UInt8] = []
         values.reserveCapacity(total)
         var placed: [Range<Int>] = []
