@@ -162,9 +162,14 @@ extension Engine {
         }
     }
 
+    /// Dead bytes below which an explicit compaction leaves a segment alone (its own output
+    /// carries a commit record: compacting it again would only churn): 64 KiB, less for
+    /// small segments.
+    static func explicitMinDeadBytes(segmentBytes: UInt64) -> UInt64 { min(64 << 10, segmentBytes / 16) }
+
     /// One compaction pass. Explicit: seals the current segment first and takes every segment
-    /// with at least 10 % dead bytes; automatic: the segments below the threshold, about one
-    /// segment's worth of live data per pass.
+    /// with at least 10 % (and 64 KiB) dead bytes; automatic: the segments below the
+    /// threshold, about one segment's worth of live data per pass.
     func compactionPass(explicit: Bool) async throws -> CompactionReport {
         guard cluster == nil, let fs = fileStorage else {
             throw SOPError(.invalidState,
@@ -172,10 +177,11 @@ extension Engine {
         }
         var report = CompactionReport()
         report.logBytesBefore = fs.logBytes
-        if explicit { _ = try await fs.sealCurrentSegment() }
         let threshold = explicit ? 0.9 : options.compactionThreshold
+        let minDead = explicit ? Engine.explicitMinDeadBytes(segmentBytes: fs.segmentBytes) : 0
+        if explicit { _ = try await fs.sealCurrentSegment(threshold: threshold, minDeadBytes: minDead) }
         if let plan = try await fs.planCompaction(threshold: threshold, horizon: compaction.horizon(),
-                                                  maxLiveBytes: explicit ? nil : fs.segmentBytes) {
+                                                  maxLiveBytes: explicit ? nil : fs.segmentBytes, minDeadBytes: minDead) {
             let locks = await lockLeaves(Array(plan.rewrites.keys))
             let outcome: CompactionOutcome
             do {
@@ -242,7 +248,8 @@ extension Database {
     /// versions stay in their log segment. Compaction copies the live blobs of mostly-dead
     /// segments forward (to the segment being appended to), points every reference at the
     /// copies in one commit record, and deletes the old segment files. This call first seals
-    /// the current segment, then compacts every segment with at least 10 % dead bytes.
+    /// the current segment, then compacts every segment with at least 10 % (and 64 KiB) dead
+    /// bytes.
     ///
     /// A standalone database also compacts in the background (``DatabaseOptions/automaticCompaction``)
     /// whenever a sealed segment is less than half live, so calling this is only needed to

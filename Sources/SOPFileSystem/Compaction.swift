@@ -179,12 +179,14 @@ extension FileStorage {
 
     // MARK: - Planning
 
-    /// Picks the sealed segments whose live fraction is below `threshold` and that no active
-    /// transaction can still write into (sealed at or before `horizon`), most-dead first, up
-    /// to `maxLiveBytes` of live data (at least one segment); lists the blobs to copy. For
-    /// stores with separately stored values it first takes a census of value references
-    /// (reading every node of those stores). `nil` when there is nothing to do.
-    package func planCompaction(threshold: Double, horizon: UInt64, maxLiveBytes: UInt64?) async throws -> CompactionPlan? {
+    /// Picks the sealed segments whose live fraction is below `threshold` (and that have at
+    /// least `minDeadBytes` dead bytes) and that no active transaction can still write into
+    /// (sealed at or before `horizon`), most-dead first, up to `maxLiveBytes` of live data (at
+    /// least one segment); lists the blobs to copy. For stores with separately stored values it
+    /// first takes a census of value references (reading every node of those stores). `nil`
+    /// when there is nothing to do.
+    package func planCompaction(threshold: Double, horizon: UInt64, maxLiveBytes: UInt64?,
+                                minDeadBytes: UInt64 = 0) async throws -> CompactionPlan? {
         guard !options.clustered else { throw FileStorage.standaloneOnly }
         struct Snapshot: Sendable {
             var stores: [SOPID: StoreState]
@@ -208,7 +210,10 @@ extension FileStorage {
                             census: st.valueCensus, stale: stale)
         }
         if snap.eligible.isEmpty { return nil }
-        func limit(_ n: Int) -> UInt64 { UInt64(Double(snap.sizes[n] ?? 0) * threshold) }
+        func limit(_ n: Int) -> UInt64 {
+            let size = snap.sizes[n] ?? 0
+            return min(UInt64(Double(size) * threshold), size > minDeadBytes ? size - minDeadBytes : 0)
+        }
         let potential = snap.eligible.filter { (snap.nodeLive[$0] ?? 0) < limit($0) }
         if potential.isEmpty { return nil }
         let valueStores = snap.stores.values.filter { $0.info.options.valuePlacement.isSeparate }
@@ -512,15 +517,19 @@ extension FileStorage {
     /// nothing but compaction output (or nothing). A segment must end with a commit record
     /// (recovery cuts whatever follows the last one), so blobs of transactions still in
     /// flight are first covered by an empty record.
-    package func sealCurrentSegment() async throws -> Bool {
+    /// Only a segment with at least `minDeadBytes` bytes that are not live nodes (values count
+    /// as dead here: the census comes later) and at most `threshold` live is sealed.
+    package func sealCurrentSegment(threshold: Double, minDeadBytes: UInt64) async throws -> Bool {
         guard !options.clustered else { throw FileStorage.standaloneOnly }
         return try await pool.run { [self] in
             try commitLock.withLock {
                 try checkNotPoisoned()
-                let (skip, seg, applied) = state.withLock { st in
-                    (st.currentIsCompacted, st.segments[st.currentSegment], st.applied[st.currentSegment])
+                let (skip, seg, applied, live) = state.withLock { st in
+                    (st.currentIsCompacted, st.segments[st.currentSegment], st.applied[st.currentSegment],
+                     st.nodeLive[st.currentSegment] ?? 0)
                 }
-                guard !skip, let seg, seg.end > UInt64(LogSegment.headerSize) else { return false }
+                guard !skip, let seg, seg.end > UInt64(LogSegment.headerSize),
+                      seg.end >= live + minDeadBytes, Double(live) < Double(seg.end) * threshold else { return false }
                 if seg.end > (applied ?? UInt64(LogSegment.headerSize)) {
                     _ = try commitLocked(blobs: [], compaction: true, allowEmpty: true) { _, _ in
                         CommitRecord(transactionID: .random())

@@ -136,6 +136,7 @@ import Testing
         let total = probe.operationCount - start
         #expect(!report.segmentsDeleted.isEmpty && report.valuesMoved > 0, "\(report)")
         try await pdb.close()
+        try #require(total > 10)
 
         var rng = SplitMix64(seed: 17)
         var failed = 0
