@@ -152,13 +152,32 @@ extension Engine {
     }
 
     /// After a checkpoint or a new log segment: a background pass when a sealed segment's live
-    /// fraction is below the threshold, or retired segments can be deleted.
+    /// fraction is below the threshold, or retired segments can be deleted. When that waits for
+    /// transactions still active (typically the one whose commit sealed the segment), the
+    /// background task looks again a little later, for a few seconds at most.
     func compactInBackgroundIfNeeded() {
-        guard options.automaticCompaction, cluster == nil, let fs = fileStorage,
-              fs.compactionWanted(threshold: options.compactionThreshold) else { return }
+        guard options.automaticCompaction, cluster == nil, let fs = fileStorage else { return }
+        let threshold = options.compactionThreshold
+        let age = options.compactionMinAgeBytes
+        guard fs.compactionNeed(threshold: threshold, minAgeBytes: age) != .none else { return }
         compaction.runInBackground { [weak self] in
-            guard let self else { return }
-            _ = try await self.compactionPass(explicit: false)
+            var waited = 0
+            var delay = 5
+            while let engine = self {
+                switch fs.compactionNeed(threshold: threshold, minAgeBytes: age) {
+                case .none:
+                    return
+                case .work:
+                    let report = try await engine.compactionPass(explicit: false)
+                    // Another pass only when this one did something (more may be due).
+                    if report.segmentsCompacted.isEmpty && report.segmentsDeleted.isEmpty { return }
+                case .waitingForTransactions:
+                    if waited >= 5_000 { return }
+                    try await Task.sleep(for: .milliseconds(delay))
+                    waited += delay
+                    delay = min(delay * 2, 500)
+                }
+            }
         }
     }
 
@@ -181,7 +200,8 @@ extension Engine {
         let minDead = explicit ? Engine.explicitMinDeadBytes(segmentBytes: fs.segmentBytes) : 0
         if explicit { _ = try await fs.sealCurrentSegment(threshold: threshold, minDeadBytes: minDead) }
         if let plan = try await fs.planCompaction(threshold: threshold, horizon: compaction.horizon(),
-                                                  maxLiveBytes: explicit ? nil : fs.segmentBytes, minDeadBytes: minDead) {
+                                                  maxLiveBytes: explicit ? nil : fs.segmentBytes, minDeadBytes: minDead,
+                                                  minAgeBytes: explicit ? 0 : options.compactionMinAgeBytes) {
             let locks = await lockLeaves(Array(plan.rewrites.keys))
             let outcome: CompactionOutcome
             do {
@@ -197,11 +217,27 @@ extension Engine {
             report.valuesMoved = outcome.valuesMoved
             report.leavesRewritten = outcome.leavesRewritten
             report.bytesCopied = outcome.bytesCopied
+            aliasMovedNodes(outcome.moved)
         }
         report.segmentsDeleted = try await fs.deleteRetiredSegments()
         report.segmentsAwaitingDeletion = fs.retiredSegments
         report.logBytesAfter = fs.logBytes
         return report
+    }
+
+    /// Serves the copies of moved nodes from the decoded nodes cached for the originals (same
+    /// bytes, so the same node): without this every moved node would be read and decoded again.
+    private func aliasMovedNodes(_ moved: [SOPID: SOPID]) {
+        let tags = nodeTypeTags.all
+        if tags.isEmpty || moved.isEmpty { return }
+        for (old, new) in moved {
+            let cost = NodeFormat.cost(encodedSize: Int(new.high & 0xFFFF_FFFF))
+            for tag in tags {
+                if let node = cache.get(NodeCache.Key(physical: old, type: tag)) {
+                    cache.put(NodeCache.Key(physical: new, type: tag), node, cost: cost)
+                }
+            }
+        }
     }
 
     private struct LeafLocks {
@@ -284,4 +320,23 @@ extension Database {
     package var logSegments: [SegmentUsage] {
         engine.fileStorage?.segmentUsage() ?? []
     }
+}
+
+/// The type tags under which decoded nodes are cached (one per key and value type pair in
+/// use), noted when nodes are loaded: one relaxed atomic load per load in the common case.
+final class NodeTypeTags: Sendable {
+    /// The tag noted last (its bit pattern), so the common case takes no lock.
+    private let last = Atomic<UInt>(0)
+    private let known = Mutex<[ObjectIdentifier]>([])
+
+    func note(_ tag: ObjectIdentifier) {
+        let bits = UInt(bitPattern: tag)
+        if last.load(ordering: .relaxed) == bits { return }
+        known.withLock { k in
+            if !k.contains(tag) { k.append(tag) }
+        }
+        last.store(bits, ordering: .relaxed)
+    }
+
+    var all: [ObjectIdentifier] { known.withLock { $0 } }
 }

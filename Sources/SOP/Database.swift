@@ -43,6 +43,9 @@ public struct DatabaseOptions: Sendable {
     public var automaticCompaction = true
     /// The live fraction below which automatic compaction takes a sealed segment (tests).
     package var compactionThreshold = 0.5
+    /// Log bytes written after a segment was sealed before automatic compaction takes it
+    /// (meanwhile more of it dies, and less is copied; see `docs/performance.md`).
+    package var compactionMinAgeBytes: UInt64 = 0
     /// Clustered mode: time to live of the database's commit lock in Redis (extended before
     /// each commit point). A process that dies holding it blocks commits for at most this long.
     public var clusterLockTTL: Duration = .seconds(10)
@@ -85,6 +88,8 @@ final class Engine: Sendable {
     let reads = Mutex(ReadStatistics())
     /// Active transactions and compaction runs (standalone; see Compaction.swift).
     let compaction = CompactionCoordinator()
+    /// The types of decoded nodes in the L1 cache (compaction re-keys moved nodes).
+    let nodeTypeTags = NodeTypeTags()
 
     init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, l2: (any L2Cache)?,
          options: DatabaseOptions, path: String, cluster: ClusterCoordinator? = nil, l2TTL: Duration? = nil) {
@@ -102,6 +107,7 @@ final class Engine: Sendable {
 
     /// Loads a committed node: L1 by physical ID, else the blob, decoded once and cached.
     func loadNode<K: Codable & Sendable>(_ handle: Handle, coder: JSONCoder<K>, typeTag: ObjectIdentifier) async throws -> EngineNode<K> {
+        nodeTypeTags.note(typeTag)
         let key = NodeCache.Key(physical: handle.active, type: typeTag)
         if let hit = cache.get(key) { return unsafeDowncast(hit, to: CachedNode<K>.self).node }
         // Standalone, the L2 is in this process: caching node blobs there would only

@@ -57,6 +57,9 @@ package struct CompactionOutcome: Sendable {
     /// Planned node changes dropped because a concurrent commit changed the node first.
     package var skipped = 0
     package var bytesCopied: UInt64 = 0
+    /// Node blobs copied byte for byte and committed: old physical ID → new (a cache of
+    /// decoded nodes may serve the new ID from the old entry).
+    package var moved: [SOPID: SOPID] = [:]
 }
 
 /// Space use of one log segment.
@@ -155,25 +158,41 @@ extension FileStorage {
 
     // MARK: - Deciding
 
-    /// Cheap (no I/O): whether a pass with this live-fraction threshold may find work, or
-    /// retired segments may be deletable.
-    package func compactionWanted(threshold: Double) -> Bool {
-        if options.clustered { return false }
+    /// Whether a compaction pass would find work.
+    package enum CompactionNeed: Sendable, Equatable {
+        /// Nothing to compact or delete.
+        case none
+        /// A segment to compact (or to census first), or a retired segment to delete.
+        case work
+        /// There would be, but a transaction that began before the segment was sealed (or
+        /// before its compaction) is still active.
+        case waitingForTransactions
+    }
+
+    /// Cheap (no I/O): whether a pass with this live-fraction threshold may find work among
+    /// segments sealed at least `minAgeBytes` of log ago.
+    package func compactionNeed(threshold: Double, minAgeBytes: UInt64 = 0) -> CompactionNeed {
+        if options.clustered { return .none }
         let horizon = readerHorizon()
         return state.withLock { st in
-            if st.closed { return false }
-            if st.retired.values.contains(where: { $0 <= horizon }) { return true }
+            if st.closed { return .none }
+            var need = CompactionNeed.none
+            for epoch in st.retired.values {
+                if epoch <= horizon { return .work }
+                need = .waitingForTransactions
+            }
             let hasValueStores = st.stores.values.contains { $0.info.options.valuePlacement.isSeparate }
             let stale = st.logBytesTotal - st.censusLogBytes >= max(options.segmentBytes, st.censusReadBytes)
             for (n, seg) in st.segments where n != st.currentSegment && st.retired[n] == nil
-                && (st.sealedEpoch[n] ?? 0) <= horizon {
+                && st.logBytesTotal - (st.sealedAtLogBytes[n] ?? 0) >= minAgeBytes {
                 let limit = UInt64(Double(seg.end) * threshold)
                 let nodes = st.nodeLive[n] ?? 0
                 guard nodes < limit else { continue }
-                guard hasValueStores, !stale, let values = st.valueCensus[n] else { return true }
-                if nodes + values < limit { return true }
+                if hasValueStores, !stale, let values = st.valueCensus[n], nodes + values >= limit { continue }
+                if (st.sealedEpoch[n] ?? 0) <= horizon { return .work }
+                need = .waitingForTransactions
             }
-            return false
+            return need
         }
     }
 
@@ -186,7 +205,7 @@ extension FileStorage {
     /// first takes a census of value references (reading every node of those stores). `nil`
     /// when there is nothing to do.
     package func planCompaction(threshold: Double, horizon: UInt64, maxLiveBytes: UInt64?,
-                                minDeadBytes: UInt64 = 0) async throws -> CompactionPlan? {
+                                minDeadBytes: UInt64 = 0, minAgeBytes: UInt64 = 0) async throws -> CompactionPlan? {
         guard !options.clustered else { throw FileStorage.standaloneOnly }
         struct Snapshot: Sendable {
             var stores: [SOPID: StoreState]
@@ -201,7 +220,8 @@ extension FileStorage {
             var sizes: [Int: UInt64] = [:]
             for (n, seg) in st.segments {
                 sizes[n] = seg.end
-                if n != st.currentSegment && st.retired[n] == nil && (st.sealedEpoch[n] ?? 0) <= horizon {
+                if n != st.currentSegment && st.retired[n] == nil && (st.sealedEpoch[n] ?? 0) <= horizon
+                    && st.logBytesTotal - (st.sealedAtLogBytes[n] ?? 0) >= minAgeBytes {
                     eligible.insert(n)
                 }
             }
@@ -436,8 +456,11 @@ extension FileStorage {
             var batch: [CompactionMove] = []
             var bytes = 0
             while i < moves.count, bytes < FileStorage.copyBatchBytes {
-                bytes += FileStorage.location(of: moves[i].physical).length
-                batch.append(moves[i])
+                // A node a commit changed since the plan is already out of the segment.
+                if handle(store: moves[i].store, logicalID: moves[i].logicalID)?.active == moves[i].physical {
+                    bytes += FileStorage.location(of: moves[i].physical).length
+                    batch.append(moves[i])
+                }
                 i += 1
             }
             let nodes = batch
@@ -467,6 +490,7 @@ extension FileStorage {
                         h.version = version    // same content: concurrent readers and writers are unaffected
                         record.handles.append(HandleChange(store: move.store, logicalID: move.logicalID, handle: h))
                         result.nodesMoved += 1
+                        result.moved[move.physical] = to
                     }
                     for (move, to) in r {
                         guard var h = view.handle(store: move.store, logicalID: move.logicalID), h.active == move.physical else {
@@ -510,6 +534,7 @@ extension FileStorage {
         outcome.nodesMoved = done.nodesMoved
         outcome.leavesRewritten = done.leavesRewritten
         outcome.skipped = done.skipped
+        outcome.moved = done.moved
         return outcome
     }
 
@@ -564,6 +589,7 @@ extension FileStorage {
                             st.nodeLive[n] = nil
                             st.valueCensus[n] = nil
                             st.sealedEpoch[n] = nil
+                            st.sealedAtLogBytes[n] = nil
                             return st.segments.removeValue(forKey: n)
                         }
                         // A reader still holding the segment keeps reading the unlinked file

@@ -139,6 +139,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         /// Per sealed segment: the epoch right after it was sealed (segments sealed before
         /// this process opened the database are absent: 0).
         var sealedEpoch: [Int: UInt64] = [:]
+        /// Per segment sealed by this process: ``logBytesTotal`` when it was sealed (its age
+        /// is the log written since).
+        var sealedAtLogBytes: [Int: UInt64] = [:]
         /// Segments retired by a compaction, not yet deleted: the epoch right after the
         /// compaction commit (deleted once no transaction that began before it is active).
         var retired: [Int: UInt64] = [:]
@@ -784,6 +787,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             // Transactions that begin from now on cannot write into the sealed segment.
             st.epoch += 1
             st.sealedEpoch[seg.number] = st.epoch
+            st.sealedAtLogBytes[seg.number] = st.logBytesTotal
             st.currentIsCompacted = true
         }
     }

@@ -117,6 +117,23 @@ import Testing
         try await db.close()
     }
 
+    @Test func automaticCompactionWaitsForSegmentsToAge() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        var o = Self.options(automatic: true)
+        o.compactionMinAgeBytes = 1 << 40
+        let db = try await Database.open(at: dir.db, options: o)
+        try await Self.load(db, count: 2000, rounds: 3)
+        await db.waitForCompaction()
+        let young = db.logSegments
+        #expect(young.count > 10, "\(young.count) segments")
+        // An explicit compaction takes them whatever their age.
+        let report = try await db.compact()
+        #expect(report.segmentsDeleted.count >= young.count - 1, "\(report)")
+        try await Self.expectAll(db, count: 2000, round: 2)
+        try await db.close()
+    }
+
     @Test(arguments: [ValuePlacement.separateBlob, .separateBlobWrittenAtOnce])
     func separatelyStoredValuesMove(_ placement: ValuePlacement) async throws {
         let dir = TempDir()
