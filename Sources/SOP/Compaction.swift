@@ -154,7 +154,10 @@ extension Engine {
     /// After a checkpoint or a new log segment: a background pass when a sealed segment's live
     /// fraction is below the threshold, or retired segments can be deleted. When that waits for
     /// transactions still active (typically the one whose commit sealed the segment), the
-    /// background task looks again a little later, for a few seconds at most.
+    /// background task looks again a little later, for a few seconds at most. Passes follow
+    /// each other while they shrink the log (moving leaves to follow their values can empty
+    /// other segments), at most 16 per trigger: a pass that gives nothing back ends the run,
+    /// so data can never be copied round and round.
     func compactInBackgroundIfNeeded() {
         guard options.automaticCompaction, cluster == nil, let fs = fileStorage else { return }
         let threshold = options.compactionThreshold
@@ -163,14 +166,15 @@ extension Engine {
         compaction.runInBackground { [weak self] in
             var waited = 0
             var delay = 5
+            var passes = 0
             while let engine = self {
                 switch fs.compactionNeed(threshold: threshold, minAgeBytes: age) {
                 case .none:
                     return
                 case .work:
                     let report = try await engine.compactionPass(explicit: false)
-                    // Another pass only when this one did something (more may be due).
-                    if report.segmentsCompacted.isEmpty && report.segmentsDeleted.isEmpty { return }
+                    passes += 1
+                    if report.reclaimedBytes <= 0 && report.segmentsAwaitingDeletion.isEmpty || passes >= 16 { return }
                 case .waitingForTransactions:
                     if waited >= 5_000 { return }
                     try await Task.sleep(for: .milliseconds(delay))
@@ -227,12 +231,17 @@ extension Engine {
 
     /// Serves the copies of moved nodes from the decoded nodes cached for the originals (same
     /// bytes, so the same node): without this every moved node would be read and decoded again.
+    /// The cache has no way to drop the originals' entries (they age out), so this only uses
+    /// room the cache has free: a full cache would evict live entries for duplicates.
     private func aliasMovedNodes(_ moved: [SOPID: SOPID]) {
         let tags = nodeTypeTags.all
         if tags.isEmpty || moved.isEmpty { return }
+        var room = (cache.capacity - cache.statistics.bytes) / 2
         for (old, new) in moved {
             let cost = NodeFormat.cost(encodedSize: Int(new.high & 0xFFFF_FFFF))
             for tag in tags {
+                if room < cost { return }
+                room -= cost
                 if let node = cache.get(NodeCache.Key(physical: old, type: tag)) {
                     cache.put(NodeCache.Key(physical: new, type: tag), node, cost: cost)
                 }
@@ -288,7 +297,7 @@ extension Database {
     /// bytes.
     ///
     /// A standalone database also compacts in the background (``DatabaseOptions/automaticCompaction``)
-    /// whenever a sealed segment is less than half live, so calling this is only needed to
+    /// whenever a sealed segment is less than a quarter live, so calling this is only needed to
     /// reclaim space at a chosen moment (before a backup, after a large delete).
     ///
     /// Transactions keep running meanwhile. A segment is deleted only once every transaction

@@ -38,11 +38,13 @@ public struct DatabaseOptions: Sendable {
     /// compaction: smaller ones give dead space back sooner, at the cost of more files.
     public var logSegmentBytes: UInt64 = 64 << 20
     /// Standalone: compact log segments in the background (after checkpoints and when a
-    /// segment fills) whenever a sealed segment holds less than half live data. Clustered
+    /// segment fills) whenever a sealed segment holds less than a quarter live data. Clustered
     /// databases are never compacted. See ``Database/compact()``.
     public var automaticCompaction = true
-    /// The live fraction below which automatic compaction takes a sealed segment (tests).
-    package var compactionThreshold = 0.5
+    /// The live fraction below which automatic compaction takes a sealed segment: the space
+    /// bound (sealed segments are at least this live) against the copying (up to this fraction
+    /// of every segment is written again); see `docs/performance.md`.
+    package var compactionThreshold = 0.25
     /// Log bytes written after a segment was sealed before automatic compaction takes it
     /// (meanwhile more of it dies, and less is copied; see `docs/performance.md`).
     package var compactionMinAgeBytes: UInt64 = 0
