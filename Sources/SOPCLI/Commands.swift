@@ -28,7 +28,10 @@ func databasePath() throws -> String {
     return db
 }
 
-func openDatabase(create: Bool = true, automaticCompaction: Bool = true) async throws -> Database {
+/// Opens the database for one command. Background compaction is only worth starting for
+/// commands that write a lot (`import`, `workload`): a short command would cancel it at close,
+/// and `check` must look at files nothing else is changing.
+func openDatabase(create: Bool = true, automaticCompaction: Bool = false) async throws -> Database {
     var o = DatabaseOptions()
     o.createIfMissing = create
     o.automaticCompaction = automaticCompaction
@@ -249,7 +252,7 @@ struct Compact: AsyncParsableCommand {
             """)
     @Flag(help: "Print the report as JSON.") var json = false
     func run() async throws {
-        let db = try await openDatabase(create: false, automaticCompaction: false)
+        let db = try await openDatabase(create: false)
         let r: CompactionReport
         do { r = try await db.compact() } catch {
             try? await db.close()

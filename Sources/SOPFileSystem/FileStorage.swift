@@ -934,13 +934,16 @@ extension FileStorage {
     /// `sop check` standalone, which cuts dead tails on open, for the full verification).
     public func verifyLog() async throws -> [String] {
         if options.clustered { return [] }
-        let segs = state.withLock { st in st.segments.keys.sorted().map { st.segments[$0]! } }
         let references = try await referenceProblems()
-        return try await pool.run {
+        return try await pool.run { [self] in
+            // Each segment's end as of a moment no append is in flight (appends hold the
+            // commit lock): what commits or a compaction append meanwhile is not judged.
+            let segs = commitLock.withLock {
+                state.withLock { st in st.segments.keys.sorted().map { (st.segments[$0]!, st.segments[$0]!.end) } }
+            }
             var problems: [String] = []
-            for s in segs {
+            for (s, size) in segs {
                 let end = try s.scan(from: 64) { _, _, _ in }
-                let size = s.end
                 if end < size {
                     problems.append("\(s.path): unreadable record at offset \(end) (\(size - end) bytes to the end fail their checksums)")
                 }
