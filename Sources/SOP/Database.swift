@@ -34,6 +34,20 @@ public struct DatabaseOptions: Sendable {
     public var maxWriteAttempts = 20
     /// Log bytes after which the committed state is checkpointed into the registry files.
     public var checkpointBytes: UInt64 = 64 << 20
+    /// Log segment size after which a new segment is started. Segments are the unit of
+    /// compaction: smaller ones give dead space back sooner, at the cost of more files.
+    public var logSegmentBytes: UInt64 = 64 << 20
+    /// Standalone: compact log segments in the background (after checkpoints and when a
+    /// segment fills) whenever a sealed segment holds less than a quarter live data. Clustered
+    /// databases are never compacted. See ``Database/compact()``.
+    public var automaticCompaction = true
+    /// The live fraction below which automatic compaction takes a sealed segment: the space
+    /// bound (sealed segments are at least this live) against the copying (up to this fraction
+    /// of every segment is written again); see `docs/performance.md`.
+    package var compactionThreshold = 0.25
+    /// Log bytes written after a segment was sealed before automatic compaction takes it
+    /// (meanwhile more of it dies, and less is copied; see `docs/performance.md`).
+    package var compactionMinAgeBytes: UInt64 = 0
     /// Clustered mode: time to live of the database's commit lock in Redis (extended before
     /// each commit point). A process that dies holding it blocks commits for at most this long.
     public var clusterLockTTL: Duration = .seconds(10)
@@ -74,6 +88,10 @@ final class Engine: Sendable {
     var lockCountIsExact: Bool { options.coordination == .standalone }
     /// Reads counted for tests and measurements (value blobs fetched, node blobs loaded).
     let reads = Mutex(ReadStatistics())
+    /// Active transactions and compaction runs (standalone; see Compaction.swift).
+    let compaction = CompactionCoordinator()
+    /// The types of decoded nodes in the L1 cache (compaction re-keys moved nodes).
+    let nodeTypeTags = NodeTypeTags()
 
     init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, l2: (any L2Cache)?,
          options: DatabaseOptions, path: String, cluster: ClusterCoordinator? = nil, l2TTL: Duration? = nil) {
@@ -97,6 +115,7 @@ final class Engine: Sendable {
 
     /// Loads a committed node: L1 by physical ID, else the blob, decoded once and cached.
     func loadNode(_ handle: Handle, schema: KeySchema) async throws -> EngineNode {
+        nodeTypeTags.note(schema.tag)
         let key = NodeCache.Key(physical: handle.active, type: schema.tag)
         if let hit = cache.get(key) { return hit.node }
         // Standalone, the L2 is in this process: caching node blobs there would only
@@ -178,6 +197,7 @@ public final class Database: Sendable {
         fo.failpoints = options.failpoints
         fo.hashMod = options.registryHashMod
         fo.preallocateBytes = options.preallocateBytes
+        fo.segmentBytes = options.logSegmentBytes
         if case .redis(let url) = options.coordination {
             return try await openClustered(at: path, url: url, options: options, fileOptions: fo)
         }
@@ -185,6 +205,7 @@ public final class Database: Sendable {
         let engine = Engine(storage: storage, locker: InMemoryLocker(), cache: NodeCache(capacity: options.nodeCacheBytes),
                             l2: options.blobCacheBytes > 0 ? InMemoryL2Cache(capacity: options.blobCacheBytes) : nil,
                             options: options, path: storage.path)
+        engine.startCompaction()
         return Database(engine: engine)
     }
 
@@ -250,6 +271,7 @@ public final class Database: Sendable {
             await cluster.client.close()
             return
         }
+        await engine.compaction.close()
         try await engine.storage.close()
     }
 
@@ -265,7 +287,11 @@ public final class Database: Sendable {
         // Clustered: pick up what other processes committed (only complete prefixes of the
         // commit order), so the transaction starts from a recent state.
         if engine.cluster != nil, let fs = engine.fileStorage { try await fs.catchUpOptimistically() }
-        return Transaction(engine: engine, mode: mode, maxDuration: d)
+        let tx = Transaction(engine: engine, mode: mode, maxDuration: d)
+        // Standalone: the transaction keeps old log segments from being compacted or deleted
+        // while it may still write into or read from them.
+        if engine.cluster == nil, let fs = engine.fileStorage { engine.compaction.register(tx) { fs.compactionEpoch } }
+        return tx
     }
 
     /// Runs `body` in a read-only transaction and commits it (which re-checks that nothing

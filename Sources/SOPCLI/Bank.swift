@@ -33,7 +33,7 @@ struct BankCommand: AsyncParsableCommand {
     func run() async throws {
         guard accounts >= 2 && accounts <= 1_000_000 else { throw SOPError(.invalidArgument, "--accounts must be 2...1000000") }
         guard transfers >= 0 else { throw SOPError(.invalidArgument, "--transfers must not be negative") }
-        let db = try await openDatabase()
+        let db = try await openDatabase(automaticCompaction: true)
         if self.`init` {
             guard balance >= 0 else { throw SOPError(.invalidArgument, "--balance must not be negative") }
             try await db.write { tx in

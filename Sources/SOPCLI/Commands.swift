@@ -18,7 +18,7 @@ struct SOPCommand: AsyncParsableCommand {
             share the folder, coordinated by the Redis at URL (redis://[user:password@]host[:port][/db]).
             """,
         subcommands: [CreateStore.self, DropStore.self, Put.self, Add.self, Get.self, Delete.self, Import.self,
-                      Scan.self, Stores.self, Check.self, Workload.self])
+                      Scan.self, Stores.self, Check.self, Compact.self, Workload.self])
 }
 
 func databasePath() throws -> String {
@@ -28,9 +28,13 @@ func databasePath() throws -> String {
     return db
 }
 
-func openDatabase(create: Bool = true) async throws -> Database {
+/// Opens the database for one command. Background compaction is only worth starting for
+/// commands that write a lot (`import`, `workload`): a short command would cancel it at close,
+/// and `check` must look at files nothing else is changing.
+func openDatabase(create: Bool = true, automaticCompaction: Bool = false) async throws -> Database {
     var o = DatabaseOptions()
     o.createIfMissing = create
+    o.automaticCompaction = automaticCompaction
     #if DEBUG
     // Process-level crash tests arm failpoints through the environment (debug builds only).
     if let f = Failpoints.fromEnvironment() { o.failpoints = f }
@@ -235,5 +239,42 @@ struct Check: AsyncParsableCommand {
             emit(report.isClean ? "clean" : "corrupt: \(report.problems.count) problem(s)")
         }
         if !report.isClean { throw CLIExit(code: 1) }
+    }
+}
+
+struct Compact: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reclaim the space of superseded data now (standalone databases only).",
+        discussion: """
+            Copies the live data of log segments that are at least 10 % dead into the current \
+            segment, points everything at the copies in one commit, and deletes the old segments. \
+            Prints what it copied and how many bytes of log it gave back.
+            """)
+    @Flag(help: "Print the report as JSON.") var json = false
+    func run() async throws {
+        let db = try await openDatabase(create: false)
+        let r: CompactionReport
+        do { r = try await db.compact() } catch {
+            try? await db.close()
+            throw error
+        }
+        try await db.close()
+        if json {
+            func list(_ a: [Int]) -> String { "[" + a.map(String.init).joined(separator: ",") + "]" }
+            emit("{\"segmentsCompacted\":\(list(r.segmentsCompacted)),\"segmentsDeleted\":\(list(r.segmentsDeleted)),"
+                 + "\"segmentsAwaitingDeletion\":\(list(r.segmentsAwaitingDeletion)),\"nodesMoved\":\(r.nodesMoved),"
+                 + "\"valuesMoved\":\(r.valuesMoved),\"leavesRewritten\":\(r.leavesRewritten),\"bytesCopied\":\(r.bytesCopied),"
+                 + "\"logBytesBefore\":\(r.logBytesBefore),\"logBytesAfter\":\(r.logBytesAfter),\"reclaimedBytes\":\(r.reclaimedBytes)}")
+            return
+        }
+        func mib(_ b: Int64) -> String { String(format: "%.1f MiB", Double(b) / 1_048_576) }
+        if r.segmentsCompacted.isEmpty {
+            emit("nothing to compact")
+        } else {
+            emit("compacted \(r.segmentsCompacted.count) log segments: copied \(r.nodesMoved) nodes and \(r.valuesMoved) values "
+                 + "(\(mib(Int64(r.bytesCopied)))), rewrote \(r.leavesRewritten) leaves")
+        }
+        if !r.segmentsDeleted.isEmpty { emit("deleted \(r.segmentsDeleted.count) log segments") }
+        emit("log: \(mib(Int64(r.logBytesBefore))) -> \(mib(Int64(r.logBytesAfter))), reclaimed \(mib(r.reclaimedBytes))")
     }
 }

@@ -28,7 +28,7 @@ struct Import: AsyncParsableCommand {
         if file != "-" {
             total = try forEachLine(file) { _, _ in }
         }
-        let db = try await openDatabase()
+        let db = try await openDatabase(automaticCompaction: true)
         let progress = Progress(total: total, enabled: isatty(2) != 0 && !logCommits)
         var pending: [(JSONValue, JSONValue)] = []
         pending.reserveCapacity(batch)

@@ -57,7 +57,7 @@ struct CrashMixCommand: AsyncParsableCommand {
         }
         guard let target = txs else { throw SOPError(.invalidArgument, "--txs N (or --dry-run-state K) is required") }
         guard target >= 0 && target <= 10_000_000 else { throw SOPError(.invalidArgument, "--txs must be 0...10000000") }
-        let db = try await openDatabase()
+        let db = try await openDatabase(automaticCompaction: true)
         let start = try await db.read { tx -> Int in
             guard tx.storeNames().contains(CrashMix.stores[0]) else { return 0 }
             let s = try await tx.openStore(CrashMix.stores[0], key: JSONValue.self, value: JSONValue.self)

@@ -40,6 +40,7 @@ public final class Failpoints: Sendable {
         "checkpoint.afterStoreInfo", "checkpoint.afterCatalog", "checkpoint.afterPointer",
         "checkpoint.afterDropCleanup",
         "recovery.afterLoad", "recovery.afterReplay", "recovery.afterTruncate",
+        "compaction.afterCopy", "compaction.afterCommit", "compaction.beforeDelete", "compaction.afterDelete",
     ]
 
     private let table = Mutex<[String: Action]>([:])

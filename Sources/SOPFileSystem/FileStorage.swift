@@ -8,8 +8,10 @@ public struct FileStorageOptions: Sendable {
     public var hashMod: Int = 256
     /// Log bytes after which the committed state is checkpointed into the registry files.
     public var checkpointBytes: UInt64 = 64 << 20
-    /// Log segment size after which a new segment is started.
-    public var segmentBytes: UInt64 = 256 << 20
+    /// Log segment size after which a new segment is started. A segment is also the unit of
+    /// compaction: only segments no longer appended to are compacted, so smaller segments
+    /// reclaim dead space sooner (see `docs/performance.md`).
+    public var segmentBytes: UInt64 = 64 << 20
     /// Create the database folder when it does not exist.
     public var createIfMissing: Bool = true
     /// Log space written ahead (as zeros) at a time, so commits append into allocated space
@@ -46,6 +48,9 @@ struct CheckpointFile: Codable {
     var offset: UInt64?
     var segments: [String: UInt64]?
     var sequence: UInt64?
+    /// Segments retired by a compaction whose deletion may not be durable yet: nothing refers
+    /// to them, recovery skips them (and deletes them when present). Absent when empty.
+    var retired: [Int]?
 }
 
 struct StoreListFile: Codable {
@@ -84,12 +89,14 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     let files: any FileIO
     let failpoints: Failpoints
     private let directoryLock: any DirectoryLockHandle
-    private let commitLock = BlockingLock()
+    let commitLock = BlockingLock()
     /// Bytes of the current segment written ahead as zeros (guarded by `commitLock`).
     nonisolated(unsafe) private var preallocated: UInt64 = 0
     /// Bytes of the current segment allocated ahead (guarded by `commitLock`).
     nonisolated(unsafe) private var allocated: UInt64 = 0
-    private let state: Mutex<State>
+    let state: Mutex<State>
+    /// Set by the engine (standalone): see ``setCompactionHooks(readerHorizon:logGrew:)``.
+    let hooks = Mutex<CompactionHooks>(CompactionHooks())
     /// Set by the first write-path failure: the process's view of the files is no longer
     /// trustworthy (a failed fsync may have lost data), so every later write is refused
     /// until the database is reopened and recovery decides from what is on disk.
@@ -123,6 +130,34 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         var hashMod: Int = 256
         /// `database.json`'s creation time: tells a database from one re-created in its folder.
         var createdAt: Int64 = 0
+
+        // Compaction (see Compaction.swift).
+        /// Per segment: framed bytes of the blobs that are the active physical ID of a handle
+        /// (live node blobs), maintained as commits are applied, rebuilt on open.
+        var nodeLive: [Int: UInt64] = [:]
+        /// Bumped when a segment is sealed and when a compaction commits; transactions record
+        /// it when they begin (the engine's reader horizon is the smallest recorded value).
+        var epoch: UInt64 = 0
+        /// Per sealed segment: the epoch right after it was sealed (segments sealed before
+        /// this process opened the database are absent: 0).
+        var sealedEpoch: [Int: UInt64] = [:]
+        /// Per segment sealed by this process: ``logBytesTotal`` when it was sealed (its age
+        /// is the log written since).
+        var sealedAtLogBytes: [Int: UInt64] = [:]
+        /// Segments retired by a compaction, not yet deleted: the epoch right after the
+        /// compaction commit (deleted once no transaction that began before it is active).
+        var retired: [Int: UInt64] = [:]
+        /// Segments this process deleted (a read of one is a stale transaction's, not damage).
+        var deleted: Set<Int> = []
+        /// Per sealed segment: live value-blob bytes found by the last census (an upper bound
+        /// from then on: nothing new is written into a sealed segment).
+        var valueCensus: [Int: UInt64] = [:]
+        /// Log bytes appended since open (census staleness).
+        var logBytesTotal: UInt64 = 0
+        var censusLogBytes: UInt64 = 0
+        var censusReadBytes: UInt64 = 0
+        /// True while the current segment holds nothing but compaction output.
+        var currentIsCompacted = true
     }
 
     private init(path: String, options: FileStorageOptions, pool: BlockingIOPool, lock: any DirectoryLockHandle,
@@ -238,15 +273,29 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         // commit sequence order), cut unfinished tails.
         let logDir = path + "/log"
         try options.failpoints.hit("recovery.afterLoad")
-        let numbers = try fs.list(logDir).compactMap { n -> Int? in
+        // Segments a compaction retired: nothing refers to them and nothing in them needs
+        // replaying (checkpoint.json names them only after the compaction commit is applied
+        // to the registry files). One still present (its deletion was interrupted, or a power
+        // loss undid it) is deleted now; clustered opens leave files alone.
+        let retired = Set(cp.retired ?? [])
+        var present = try fs.list(logDir).compactMap { n -> Int? in
             n.hasSuffix(".log") ? Int(n.dropLast(4)) : nil
-        }.sorted()
+        }
+        if !retired.isEmpty && present.contains(where: retired.contains) {
+            if !options.clustered {
+                for n in present where retired.contains(n) { try fs.remove(logDir + "/" + segmentName(n)) }
+                try fs.syncDirectory(logDir)
+            }
+            present.removeAll(where: retired.contains)
+        }
+        let numbers = present.sorted()
         guard let lastNumber = numbers.last else {
             throw SOPError(.corrupt, "the log has no segment", path: logDir)
         }
         var starts: [Int: UInt64] = [:]
         if let map = cp.segments {
             for (k, v) in map {
+                if let n = Int(k), retired.contains(n) { continue }
                 guard let n = Int(k), numbers.contains(n) else {
                     throw SOPError(.corrupt, "log segment \(k) named by checkpoint.json is missing", path: logDir)
                 }
@@ -292,6 +341,8 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         try options.failpoints.hit("recovery.afterTruncate")
         st.currentSegment = lastNumber
         if options.clustered { st.ownSegment = nil }
+        st.nodeLive = liveNodeBytes(st.stores)
+        st.currentIsCompacted = false
         let storage = FileStorage(path: path, options: options, pool: pool, lock: lock, state: st)
         if replayed > 0 || list.stores.count != st.stores.count {
             try storage.checkpointBlocking()
@@ -384,12 +435,12 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     public var needsReopen: Bool { poison.withLock { $0 != nil } }
 
     /// Throws when an earlier write failed (see ``poison``).
-    private func checkNotPoisoned() throws {
+    func checkNotPoisoned() throws {
         if let e = poison.withLock({ $0 }) { throw e }
     }
 
     /// Runs a write-path step; a failure poisons the storage.
-    private func guarded<T>(_ body: () throws -> T) throws -> T {
+    func guarded<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch {
@@ -405,7 +456,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
 
     // MARK: - Applying commits
 
-    private static func apply(_ r: CommitRecord, to st: inout State, root: String) {
+    static func apply(_ r: CommitRecord, to st: inout State, root: String) {
         for info in r.storeInfos {
             if var s = st.stores[info.id] {
                 s.info = info
@@ -422,10 +473,17 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
         for c in r.handles {
             guard st.stores[c.store] != nil else { continue }
-            if let h = c.handle { st.stores[c.store]!.registry.put(h) } else { st.stores[c.store]!.registry.remove(c.logicalID) }
+            if let old = st.stores[c.store]!.registry[c.logicalID] { st.countLive(old.active, -1) }
+            if let h = c.handle {
+                st.countLive(h.active, 1)
+                st.stores[c.store]!.registry.put(h)
+            } else {
+                st.stores[c.store]!.registry.remove(c.logicalID)
+            }
         }
         for id in r.droppedStores {
             guard let s = st.stores.removeValue(forKey: id) else { continue }
+            for h in s.registry.handles.values { st.countLive(h.active, -1) }
             if st.byName[s.info.name] == id { st.byName[s.info.name] = nil }
             st.droppedDirs.append(s.dir)
             st.catalogDirty = true
@@ -465,12 +523,21 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         (Int(id.high >> 32), id.low, Int(id.high & 0xFFFF_FFFF))
     }
 
+    /// The open segment a blob is in.
+    private func segment(holding id: SOPID, _ loc: (segment: Int, offset: UInt64, length: Int)) throws -> LogSegment {
+        let (seg, deleted) = state.withLock { ($0.segments[loc.segment], $0.deleted.contains(loc.segment)) }
+        if let seg { return seg }
+        if deleted {
+            // Only a transaction older than the compaction could still hold this location
+            // (segments are deleted once none is left, so this is a safety net).
+            throw SOPError(.conflict, "transaction conflict: blob \(id) was in log segment \(loc.segment), which a compaction removed")
+        }
+        throw SOPError(.corrupt, "blob \(id) names log segment \(loc.segment), which does not exist", path: path + "/log")
+    }
+
     public func readBlob(_ id: SOPID) async throws -> [UInt8] {
         let loc = FileStorage.location(of: id)
-        guard let seg = state.withLock({ $0.segments[loc.segment] }) else {
-            throw SOPError(.corrupt, "blob \(id) names log segment \(loc.segment), which does not exist",
-                           path: path + "/log")
-        }
+        let seg = try segment(holding: id, loc)
         return try await pool.run {
             try seg.readRecord(at: loc.offset, payloadLength: loc.length, expectedKind: RecordKind.blob.rawValue)
         }
@@ -479,10 +546,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     /// Reads a blob on the calling thread (for `check` and tools already off the cooperative pool).
     func readBlobBlocking(_ id: SOPID) throws -> [UInt8] {
         let loc = FileStorage.location(of: id)
-        guard let seg = state.withLock({ $0.segments[loc.segment] }) else {
-            throw SOPError(.corrupt, "blob \(id) names log segment \(loc.segment), which does not exist",
-                           path: path + "/log")
-        }
+        let seg = try segment(holding: id, loc)
         return try seg.readRecord(at: loc.offset, payloadLength: loc.length, expectedKind: RecordKind.blob.rawValue)
     }
 
@@ -505,7 +569,11 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                     ids.append(FileStorage.physicalID(segment: seg.number, offset: o, length: blobs[i].count))
                     bytes += LogSegment.framedSize(payloadLength: blobs[i].count)
                 }
-                state.withLock { $0.logBytesSinceCheckpoint += bytes }
+                state.withLock { st in
+                    st.logBytesSinceCheckpoint += bytes
+                    st.logBytesTotal += bytes
+                    st.currentIsCompacted = false
+                }
                 return ids
             }
         }
@@ -513,7 +581,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
 
     /// The segment new records go to. Caller holds `commitLock`. Clustered, that is a segment
     /// this process created (claimed on first use).
-    private func openSegmentForAppend() throws -> LogSegment {
+    func openSegmentForAppend() throws -> LogSegment {
         let (closed, current, own) = state.withLock { st in
             (st.closed, st.segments[st.currentSegment], st.ownSegment.flatMap { st.segments[$0] })
         }
@@ -616,79 +684,103 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     @discardableResult
     public func commit(blobs: [[UInt8]],
                        _ prepare: @escaping @Sendable ([SOPID], any CommittedState) throws -> CommitRecord) async throws -> [SOPID] {
-        let (needCheckpoint, ids) = try await pool.run { [self] () throws -> (Bool, [SOPID]) in
-            try commitLock.withLock {
-                try checkNotPoisoned()
-                let seg = try openSegmentForAppend()
-                // Where the blobs will land: appends are serialized by `commitLock`, so the
-                // offsets are known before writing, and the record can name them.
-                var offsets: [UInt64] = []
-                offsets.reserveCapacity(blobs.count)
-                let start = seg.end
-                var at = start
-                for b in blobs {
-                    offsets.append(at)
-                    at += LogSegment.framedSize(payloadLength: b.count)
-                }
-                let ids = zip(offsets, blobs).map { FileStorage.physicalID(segment: seg.number, offset: $0, length: $1.count) }
-                var record = try prepare(ids, View(storage: self))
-                if record.isEmpty && blobs.isEmpty { return (false, []) }
-                record.sequence = state.withLock { $0.lastSequence } + 1
-                let payload = CommitRecordCodec.encode(record)
-                return try guarded {
-                    try failpoints.hit("blob.beforeWrite")
-                    try failpoints.hit("commit.beforeRecordWrite")
-                    let recordEnd = at + LogSegment.framedSize(payloadLength: payload.count)
-                    // Small commits append into zeros written ahead: their sync then flushes
-                    // data only (no file-metadata journal commit). Large commits append into
-                    // space allocated ahead: growing a file a page at a time costs ~10x the
-                    // copy itself, and writing zeros first would double their bytes.
-                    let small = recordEnd - start < 256 << 10
-                    if options.preallocateBytes > 0 && recordEnd > max(preallocated, allocated) {
-                        if small {
-                            preallocated = recordEnd + options.preallocateBytes
-                            try seg.preallocate(to: preallocated)
-                        } else {
-                            allocated = recordEnd + max(4 * options.preallocateBytes, 2 * (recordEnd - start))
-                            try seg.allocate(to: allocated)
-                        }
-                    }
-                    var batch = blobs.map { (kind: RecordKind.blob.rawValue, payload: $0) }
-                    batch.append((kind: RecordKind.commit.rawValue, payload: payload))
-                    let written = try seg.appendBatch(batch)   // blobs and the record: one write
-                    guard Array(written.dropLast()) == offsets else {
-                        throw SOPError(.internalError, "log append landed at unexpected offsets", path: seg.path)
-                    }
-                    try failpoints.hit("blob.afterWrite")
-                    try failpoints.hit("commit.afterRecordWrite")
-                    try seg.dataSync()      // the commit point
-                    try failpoints.hit("commit.afterRecordSync")
-                    let root = path
-                    let size = seg.end
-                    let bytes = state.withLock { st -> UInt64 in
-                        FileStorage.apply(record, to: &st, root: root)
-                        st.lastSequence = record.sequence ?? st.lastSequence
-                        st.applied[seg.number] = recordEnd
-                        st.logBytesSinceCheckpoint += (at - start) + LogSegment.framedSize(payloadLength: payload.count)
-                        return st.logBytesSinceCheckpoint
-                    }
-                    try failpoints.hit("commit.afterApply")
-                    if size >= options.segmentBytes { try rotateSegment(after: seg) }
-                    return (bytes >= options.checkpointBytes, ids)
-                }
-            }
+        let result = try await pool.run { [self] in
+            try commitLock.withLock { try commitLocked(blobs: blobs, prepare) }
         }
-        if needCheckpoint {
+        if result.needCheckpoint {
             // The commit is durable whatever happens here: a failed checkpoint poisons the
             // storage (later writes fail until reopened, and recovery replays the log), but
             // it does not turn this commit into an error the caller might retry.
             do { try await checkpoint() } catch let crash as FailpointCrash { throw crash } catch {}
         }
-        return ids
+        if result.needCheckpoint || result.rotated { logGrew() }
+        return result.ids
+    }
+
+    /// What ``commitLocked(blobs:compaction:_:)`` did.
+    struct CommitResult {
+        var ids: [SOPID] = []
+        /// False when the record was empty (nothing written).
+        var written = false
+        var needCheckpoint = false
+        /// The commit filled its segment and a new one was started.
+        var rotated = false
+    }
+
+    /// A commit; the caller holds `commitLock`. `compaction`: the commit only moves blobs
+    /// (the current segment stays "compaction output only"). An empty record is not written
+    /// unless `allowEmpty`.
+    func commitLocked(blobs: [[UInt8]], compaction: Bool = false, allowEmpty: Bool = false,
+                      _ prepare: ([SOPID], any CommittedState) throws -> CommitRecord) throws -> CommitResult {
+        try checkNotPoisoned()
+        let seg = try openSegmentForAppend()
+        // Where the blobs will land: appends are serialized by `commitLock`, so the
+        // offsets are known before writing, and the record can name them.
+        var offsets: [UInt64] = []
+        offsets.reserveCapacity(blobs.count)
+        let start = seg.end
+        var at = start
+        for b in blobs {
+            offsets.append(at)
+            at += LogSegment.framedSize(payloadLength: b.count)
+        }
+        let ids = zip(offsets, blobs).map { FileStorage.physicalID(segment: seg.number, offset: $0, length: $1.count) }
+        var record = try prepare(ids, View(storage: self))
+        if record.isEmpty && blobs.isEmpty && !allowEmpty { return CommitResult() }
+        record.sequence = state.withLock { $0.lastSequence } + 1
+        let payload = CommitRecordCodec.encode(record)
+        return try guarded {
+            try failpoints.hit("blob.beforeWrite")
+            try failpoints.hit("commit.beforeRecordWrite")
+            let recordEnd = at + LogSegment.framedSize(payloadLength: payload.count)
+            // Small commits append into zeros written ahead: their sync then flushes data
+            // only (no file-metadata journal commit). Large commits append into space
+            // allocated ahead: growing a file a page at a time costs ~10x the copy itself,
+            // and writing zeros first would double their bytes.
+            let small = recordEnd - start < 256 << 10
+            if options.preallocateBytes > 0 && recordEnd > max(preallocated, allocated) {
+                if small {
+                    preallocated = recordEnd + options.preallocateBytes
+                    try seg.preallocate(to: preallocated)
+                } else {
+                    allocated = recordEnd + max(4 * options.preallocateBytes, 2 * (recordEnd - start))
+                    try seg.allocate(to: allocated)
+                }
+            }
+            var batch = blobs.map { (kind: RecordKind.blob.rawValue, payload: $0) }
+            batch.append((kind: RecordKind.commit.rawValue, payload: payload))
+            let written = try seg.appendBatch(batch)   // blobs and the record: one write
+            guard Array(written.dropLast()) == offsets else {
+                throw SOPError(.internalError, "log append landed at unexpected offsets", path: seg.path)
+            }
+            try failpoints.hit("blob.afterWrite")
+            try failpoints.hit("commit.afterRecordWrite")
+            try seg.dataSync()      // the commit point
+            try failpoints.hit("commit.afterRecordSync")
+            let root = path
+            let size = seg.end
+            let bytes = state.withLock { st -> UInt64 in
+                FileStorage.apply(record, to: &st, root: root)
+                st.lastSequence = record.sequence ?? st.lastSequence
+                st.applied[seg.number] = recordEnd
+                let appended = (at - start) + LogSegment.framedSize(payloadLength: payload.count)
+                st.logBytesSinceCheckpoint += appended
+                st.logBytesTotal += appended
+                if !compaction { st.currentIsCompacted = false }
+                return st.logBytesSinceCheckpoint
+            }
+            try failpoints.hit("commit.afterApply")
+            var result = CommitResult(ids: ids, written: true, needCheckpoint: bytes >= options.checkpointBytes)
+            if size >= options.segmentBytes {
+                try rotateSegment(after: seg)
+                result.rotated = true
+            }
+            return result
+        }
     }
 
     /// Starts a new log segment. Caller holds `commitLock`; everything in `seg` is synced.
-    private func rotateSegment(after seg: LogSegment) throws {
+    func rotateSegment(after seg: LogSegment) throws {
         // Cut the zeros written ahead: a finished segment ends with its last record.
         try seg.truncate(to: seg.end)
         try seg.dataSync()
@@ -703,6 +795,11 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         state.withLock { st in
             st.segments[n] = next
             st.currentSegment = n
+            // Transactions that begin from now on cannot write into the sealed segment.
+            st.epoch += 1
+            st.sealedEpoch[seg.number] = st.epoch
+            st.sealedAtLogBytes[seg.number] = st.logBytesTotal
+            st.currentIsCompacted = true
         }
     }
 
@@ -720,7 +817,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         }
     }
 
-    private func checkpointLocked() throws {
+    func checkpointLocked() throws {
         try failpoints.hit("checkpoint.begin")
         let snapshot = state.withLock { st in st }
         var touched: [String: (file: RegistryFile, blocks: [(index: Int, handles: [Handle])])] = [:]
@@ -763,7 +860,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         for (n, seg) in snapshot.segments {
             map[String(n)] = snapshot.applied[n] ?? seg.end
         }
-        try FileStorage.writeJSON(CheckpointFile(format: 2, segments: map, sequence: snapshot.lastSequence),
+        let retired = snapshot.retired.keys.sorted()
+        try FileStorage.writeJSON(CheckpointFile(format: 2, segments: map, sequence: snapshot.lastSequence,
+                                                 retired: retired.isEmpty ? nil : retired),
                                   to: path + "/checkpoint.json", files)
         try failpoints.hit("checkpoint.afterPointer")
         for dir in snapshot.droppedDirs { try files.removeTree(dir) }
@@ -837,7 +936,8 @@ final class BlockingLock: @unchecked Sendable {
 
 extension FileStorage {
     /// Reads every log segment end to end and reports records that fail their checksums
-    /// before a segment's end (a torn tail is cut on open, so any such record is damage).
+    /// before a segment's end (a torn tail is cut on open, so any such record is damage), and
+    /// references into log segments that do not exist or that a compaction retired.
     ///
     /// Clustered, a segment may end with a record another process is writing now, or with the
     /// torn record of a process that died, which a scan cannot tell from damage: the segments
@@ -845,17 +945,21 @@ extension FileStorage {
     /// `sop check` standalone, which cuts dead tails on open, for the full verification).
     public func verifyLog() async throws -> [String] {
         if options.clustered { return [] }
-        let segs = state.withLock { st in st.segments.keys.sorted().map { st.segments[$0]! } }
-        return try await pool.run {
+        let references = try await referenceProblems()
+        return try await pool.run { [self] in
+            // Each segment's end as of a moment no append is in flight (appends hold the
+            // commit lock): what commits or a compaction append meanwhile is not judged.
+            let segs = commitLock.withLock {
+                state.withLock { st in st.segments.keys.sorted().map { (st.segments[$0]!, st.segments[$0]!.end) } }
+            }
             var problems: [String] = []
-            for s in segs {
+            for (s, size) in segs {
                 let end = try s.scan(from: 64) { _, _, _ in }
-                let size = s.end
                 if end < size {
                     problems.append("\(s.path): unreadable record at offset \(end) (\(size - end) bytes to the end fail their checksums)")
                 }
             }
-            return problems
+            return problems + references
         }
     }
 }

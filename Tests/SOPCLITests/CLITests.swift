@@ -43,6 +43,32 @@ import Testing
         #expect(json.out.contains("\"clean\":true"))
     }
 
+    @Test func compactReportsWhatItReclaimed() throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let db = ["--db", dir.db]
+        #expect(try sop(db + ["create-store", "s", "--slot-length", "8"]).status == 0)
+        let file = dir.path + "/d.jsonl"
+        for round in 0..<3 {
+            var lines = ""
+            for i in 0..<300 { lines += "{\"key\": \(i), \"value\": \"round \(round) of \(i)\"}\n" }
+            try lines.write(toFile: file, atomically: true, encoding: .utf8)
+            #expect(try sop(db + ["import", "s", file, "--batch", "10"]).status == 0)
+        }
+        let r = try sop(db + ["compact"])
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.hasPrefix("compacted "), "\(r.out)")
+        #expect(r.out.contains("deleted "), "\(r.out)")
+        #expect(r.out.contains("reclaimed "), "\(r.out)")
+        let again = try sop(db + ["compact", "--json"])
+        #expect(again.status == 0, "\(again.err)")
+        #expect(again.out.contains("\"segmentsCompacted\":[]"), "\(again.out)")
+        let got = try sop(db + ["get", "s", "299"])
+        #expect(got.out == "\"round 2 of 299\"\n")
+        let check = try sop(db + ["check"])
+        #expect(check.status == 0, "\(check.out)\(check.err)")
+    }
+
     @Test func badInputGivesOneErrorLineAndChangesNothing() throws {
         let dir = TempDir()
         defer { dir.cleanup() }

@@ -329,4 +329,24 @@ struct ClusterTests {
             try await standalone.close()
         }
     }
+
+    @Test func compactionIsStandaloneOnly() async throws {
+        try await withRedisServer { server in
+            let t = TempDir()
+            defer { t.cleanup() }
+            let db = try await Database.open(at: t.path + "/db", coordination: .redis(server.url))
+            try await db.write { tx in try await tx.store("s", key: Int.self, value: Int.self).add(1, 1) }
+            do {
+                try await db.compact()
+                Issue.record("compact() ran in clustered mode")
+            } catch let e as SOPError {
+                #expect(e.code == .invalidState)
+                #expect(e.message.contains("standalone-only"), "\(e)")
+            }
+            let cli = try sop(["--db", t.path + "/db", "--redis", server.url, "compact"])
+            #expect(cli.status != 0)
+            #expect(cli.err.contains("standalone-only"), "\(cli.err)")
+            try await db.close()
+        }
+    }
 }

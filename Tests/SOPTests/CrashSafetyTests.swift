@@ -100,7 +100,7 @@ import Testing
         try await db.close()
     }
 
-    static let sweepFailpoints = Failpoints.all.filter { !$0.hasPrefix("recovery.") }
+    static let sweepFailpoints = Failpoints.all.filter { !$0.hasPrefix("recovery.") && !$0.hasPrefix("compaction.") }
 
     @Test(arguments: sweepFailpoints)
     func failpointSweep(_ name: String) async throws {
