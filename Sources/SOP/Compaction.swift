@@ -205,7 +205,8 @@ extension Engine {
         if explicit { _ = try await fs.sealCurrentSegment(threshold: threshold, minDeadBytes: minDead) }
         if let plan = try await fs.planCompaction(threshold: threshold, horizon: compaction.horizon(),
                                                   maxLiveBytes: explicit ? nil : fs.segmentBytes, minDeadBytes: minDead,
-                                                  minAgeBytes: explicit ? 0 : options.compactionMinAgeBytes) {
+                                                  minAgeBytes: explicit ? 0 : options.compactionMinAgeBytes,
+                                                  thorough: explicit) {
             let locks = await lockLeaves(Array(plan.rewrites.keys))
             let outcome: CompactionOutcome
             do {
