@@ -619,7 +619,8 @@ extension FileStorage {
         }
     }
 
-    static let standaloneOnly = SOPError(
+    /// The error compaction gives in clustered mode.
+    package static let standaloneOnly = SOPError(
         .invalidState,
         "compaction is standalone-only: in clustered mode several processes append to and read the log segments, and none may delete one")
 
