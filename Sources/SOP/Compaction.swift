@@ -194,10 +194,7 @@ extension Engine {
     /// with at least 10 % (and 64 KiB) dead bytes; automatic: the segments below the
     /// threshold, about one segment's worth of live data per pass.
     func compactionPass(explicit: Bool) async throws -> CompactionReport {
-        guard cluster == nil, let fs = fileStorage else {
-            throw SOPError(.invalidState,
-                           "compaction is standalone-only: in clustered mode several processes append to and read the log segments, and none may delete one")
-        }
+        guard cluster == nil, let fs = fileStorage else { throw FileStorage.standaloneOnly }
         var report = CompactionReport()
         report.logBytesBefore = fs.logBytes
         let threshold = explicit ? 0.9 : options.compactionThreshold
@@ -205,7 +202,8 @@ extension Engine {
         if explicit { _ = try await fs.sealCurrentSegment(threshold: threshold, minDeadBytes: minDead) }
         if let plan = try await fs.planCompaction(threshold: threshold, horizon: compaction.horizon(),
                                                   maxLiveBytes: explicit ? nil : fs.segmentBytes, minDeadBytes: minDead,
-                                                  minAgeBytes: explicit ? 0 : options.compactionMinAgeBytes) {
+                                                  minAgeBytes: explicit ? 0 : options.compactionMinAgeBytes,
+                                                  thorough: explicit) {
             let locks = await lockLeaves(Array(plan.rewrites.keys))
             let outcome: CompactionOutcome
             do {
@@ -309,10 +307,7 @@ extension Database {
     /// and read the shared segments, and none may delete one (automatic compaction is off there).
     @discardableResult
     public func compact() async throws -> CompactionReport {
-        guard engine.cluster == nil, engine.fileStorage != nil else {
-            throw SOPError(.invalidState,
-                           "compaction is standalone-only: in clustered mode several processes append to and read the log segments, and none may delete one")
-        }
+        guard engine.cluster == nil, engine.fileStorage != nil else { throw FileStorage.standaloneOnly }
         let engine = self.engine
         return try await engine.compaction.run { try await engine.compactionPass(explicit: true) }
     }

@@ -76,6 +76,13 @@ package struct SegmentUsage: Sendable {
 }
 
 extension FileStorage.State {
+    /// True when no census was taken yet, or the log has grown since the last one by at least
+    /// a segment and at least what that census read.
+    func censusIsStale(segmentBytes: UInt64) -> Bool {
+        guard let at = censusLogBytes else { return true }
+        return logBytesTotal - at >= max(segmentBytes, censusReadBytes)
+    }
+
     /// Adds (`sign` > 0) or removes the framed size of the blob `id` to its segment's live
     /// node bytes.
     mutating func countLive(_ id: SOPID, _ sign: Int) {
@@ -182,13 +189,16 @@ extension FileStorage {
                 need = .waitingForTransactions
             }
             let hasValueStores = st.stores.values.contains { $0.info.options.valuePlacement.isSeparate }
-            let stale = st.logBytesTotal - st.censusLogBytes >= max(options.segmentBytes, st.censusReadBytes)
+            let stale = st.censusIsStale(segmentBytes: options.segmentBytes)
             for (n, seg) in st.segments where n != st.currentSegment && st.retired[n] == nil
                 && st.logBytesTotal - (st.sealedAtLogBytes[n] ?? 0) >= minAgeBytes {
                 let limit = UInt64(Double(seg.end) * threshold)
                 let nodes = st.nodeLive[n] ?? 0
                 guard nodes < limit else { continue }
-                if hasValueStores, !stale, let values = st.valueCensus[n], nodes + values >= limit { continue }
+                // With separately stored values, a census tells how much of the rest is live.
+                // Until the last one is stale, a segment it has not seen waits (as if full),
+                // so censuses read no more than the log writes.
+                if hasValueStores, !stale, (st.valueCensus[n].map { nodes + $0 >= limit } ?? true) { continue }
                 if (st.sealedEpoch[n] ?? 0) <= horizon { return .work }
                 need = .waitingForTransactions
             }
@@ -204,8 +214,11 @@ extension FileStorage {
     /// least one segment); lists the blobs to copy. For stores with separately stored values it
     /// first takes a census of value references (reading every node of those stores). `nil`
     /// when there is nothing to do.
+    /// `thorough` (explicit compaction): take a census whenever it could find work, not only
+    /// when the last one is stale.
     package func planCompaction(threshold: Double, horizon: UInt64, maxLiveBytes: UInt64?,
-                                minDeadBytes: UInt64 = 0, minAgeBytes: UInt64 = 0) async throws -> CompactionPlan? {
+                                minDeadBytes: UInt64 = 0, minAgeBytes: UInt64 = 0,
+                                thorough: Bool = false) async throws -> CompactionPlan? {
         guard !options.clustered else { throw FileStorage.standaloneOnly }
         struct Snapshot: Sendable {
             var stores: [SOPID: StoreState]
@@ -225,7 +238,7 @@ extension FileStorage {
                     eligible.insert(n)
                 }
             }
-            let stale = st.logBytesTotal - st.censusLogBytes >= max(options.segmentBytes, st.censusReadBytes)
+            let stale = st.censusIsStale(segmentBytes: options.segmentBytes)
             return Snapshot(stores: st.stores, sizes: sizes, eligible: eligible, nodeLive: st.nodeLive,
                             census: st.valueCensus, stale: stale)
         }
@@ -240,8 +253,8 @@ extension FileStorage {
         var valueLive: [Int: UInt64] = [:]
         var leafRefs: [CompactionMove: Set<Int>] = [:]
         if !valueStores.isEmpty {
-            let knownFull = !snap.stale && potential.allSatisfy { n in
-                snap.census[n].map { (snap.nodeLive[n] ?? 0) + $0 >= limit(n) } ?? false
+            let knownFull = !thorough && !snap.stale && potential.allSatisfy { n in
+                snap.census[n].map { (snap.nodeLive[n] ?? 0) + $0 >= limit(n) } ?? true
             }
             if knownFull { return nil }
             let census = try await valueCensus(valueStores, eligible: snap.eligible)
@@ -606,7 +619,8 @@ extension FileStorage {
         }
     }
 
-    static let standaloneOnly = SOPError(
+    /// The error compaction gives in clustered mode.
+    package static let standaloneOnly = SOPError(
         .invalidState,
         "compaction is standalone-only: in clustered mode several processes append to and read the log segments, and none may delete one")
 

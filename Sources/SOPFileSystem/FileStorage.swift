@@ -154,7 +154,8 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         var valueCensus: [Int: UInt64] = [:]
         /// Log bytes appended since open (census staleness).
         var logBytesTotal: UInt64 = 0
-        var censusLogBytes: UInt64 = 0
+        /// ``logBytesTotal`` at the last census (nil: none yet).
+        var censusLogBytes: UInt64?
         var censusReadBytes: UInt64 = 0
         /// True while the current segment holds nothing but compaction output.
         var currentIsCompacted = true

@@ -118,6 +118,37 @@ import Testing
         try await db.close()
     }
 
+    @Test func automaticCompactionOfSeparateValuesAndOnOpen() async throws {
+        let dir = TempDir()
+        defer { dir.cleanup() }
+        let separate = StoreOptions(slotLength: 8, valuePlacement: .separateBlob)
+        do {
+            // Written without automatic compaction: every version stays.
+            let db = try await Database.open(at: dir.db, options: Self.options())
+            try await Self.load(db, store: "v", count: 1000, rounds: 4, options: separate)
+            try await db.close()
+        }
+        var o = Self.options(automatic: true)
+        let db = try await Database.open(at: dir.db, options: o)
+        let before = db.logSegments.count
+        await db.waitForCompaction()   // the open looked for work and found plenty
+        let after = db.logSegments
+        #expect(after.count * 3 < before, "\(before) -> \(after.count) segments")
+        // More rounds with automatic compaction on: the census keeps up.
+        try await Self.load(db, store: "v", count: 1000, rounds: 4, options: separate)
+        await db.waitForCompaction()
+        // Without compaction this would be about twice the segments the open found.
+        #expect(db.logSegments.count < before, "\(db.logSegments.count) segments")
+        try await Self.expectAll(db, store: "v", count: 1000, round: 3)
+        try await Self.expectClean(db)
+        try await db.close()
+        o.automaticCompaction = false
+        let reopened = try await Database.open(at: dir.db, options: o)
+        try await Self.expectAll(reopened, store: "v", count: 1000, round: 3)
+        try await Self.expectClean(reopened)
+        try await reopened.close()
+    }
+
     @Test func automaticCompactionWaitsForSegmentsToAge() async throws {
         let dir = TempDir()
         defer { dir.cleanup() }
