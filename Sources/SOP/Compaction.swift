@@ -37,20 +37,18 @@ public struct CompactionReport: Sendable, Equatable {
 /// segments, and one compaction at a time.
 ///
 /// Every transaction is registered when it begins with the storage's current epoch (bumped
-/// when a segment is sealed and when a compaction commits) and a weak reference: it counts as
-/// active until it is deallocated. The reader horizon is the smallest epoch of the active
-/// ones. A segment is compacted only when every active transaction began after it was sealed
-/// (none can still write a blob into it), and deleted only when every active transaction
-/// began after the compaction commit (none can still hold an old physical ID in it).
+/// when a segment is sealed and when a compaction commits) and unregistered when it ends
+/// (commit, rollback, or deallocation of an abandoned one). The reader horizon is the
+/// smallest epoch of the active ones. A segment is compacted only when every active
+/// transaction began after it was sealed (none can still write a blob into it), and deleted
+/// only when every active transaction began after the compaction commit (none can still hold
+/// an old physical ID in it). (Tokens, not weak references: a weak reference to the
+/// transaction would move every retain and release of it to the slow, side-table path.)
 final class CompactionCoordinator: Sendable {
-    private struct Reader: Sendable {
-        let epoch: UInt64
-        weak var transaction: Transaction?
-    }
-
     private struct State: Sendable {
-        var readers: [Reader] = []
-        var pruneAt = 64
+        /// Active transactions: token → epoch at begin.
+        var readers: [UInt64: UInt64] = [:]
+        var nextToken: UInt64 = 0
         /// The last compaction run started (runs are chained one after the other).
         var tail: Task<Void, Never>?
         var backgroundRunning = false
@@ -61,24 +59,25 @@ final class CompactionCoordinator: Sendable {
 
     private let state = Mutex(State())
 
-    /// Records a transaction that begins now; `epoch` is read under this lock, so a horizon
-    /// computed meanwhile either counts the transaction or precedes everything it does.
-    func register(_ tx: Transaction, epoch: () -> UInt64) {
+    /// Records a transaction that begins now and returns its token for ``unregister(_:)``;
+    /// `epoch` is read under this lock, so a horizon computed meanwhile either counts the
+    /// transaction or precedes everything it does.
+    func register(epoch: () -> UInt64) -> UInt64 {
         state.withLock { st in
-            st.readers.append(Reader(epoch: epoch(), transaction: tx))
-            if st.readers.count >= st.pruneAt {
-                st.readers.removeAll { $0.transaction == nil }
-                st.pruneAt = max(64, st.readers.count * 2)
-            }
+            st.nextToken &+= 1
+            st.readers[st.nextToken] = epoch()
+            return st.nextToken
         }
+    }
+
+    /// The transaction with this token has ended (idempotent).
+    func unregister(_ token: UInt64) {
+        state.withLock { st in _ = st.readers.removeValue(forKey: token) }
     }
 
     /// The smallest epoch of a transaction still active (`UInt64.max`: none).
     func horizon() -> UInt64 {
-        state.withLock { st in
-            st.readers.removeAll { $0.transaction == nil }
-            return st.readers.map(\.epoch).min() ?? .max
-        }
+        state.withLock { st in st.readers.values.min() ?? .max }
     }
 
     var lastError: String? { state.withLock { $0.lastError } }

@@ -290,7 +290,9 @@ public final class Database: Sendable {
         let tx = Transaction(engine: engine, mode: mode, maxDuration: d)
         // Standalone: the transaction keeps old log segments from being compacted or deleted
         // while it may still write into or read from them.
-        if engine.cluster == nil, let fs = engine.fileStorage { engine.compaction.register(tx) { fs.compactionEpoch } }
+        if engine.cluster == nil, let fs = engine.fileStorage {
+            tx.compactionToken = engine.compaction.register { fs.compactionEpoch }
+        }
         return tx
     }
 

@@ -400,7 +400,23 @@ public final class Transaction: @unchecked Sendable {
         await release()
     }
 
+    /// Standalone: this transaction's registration with compaction (see
+    /// `CompactionCoordinator`), ended when the transaction ends.
+    var compactionToken: UInt64?
+
+    deinit {
+        if let t = compactionToken { engine.compaction.unregister(t) }
+    }
+
+    private func endCompactionRegistration() {
+        if let t = compactionToken {
+            compactionToken = nil
+            engine.compaction.unregister(t)
+        }
+    }
+
     private func release() async {
+        if state == .committed || state == .rolledBack { endCompactionRegistration() }
         if holdsClusterLock, let cluster = engine.cluster {
             holdsClusterLock = false
             await cluster.release(owner: id)
