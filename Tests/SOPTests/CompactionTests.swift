@@ -12,6 +12,7 @@ import Testing
         o.logSegmentBytes = segment
         o.checkpointBytes = 256 << 10
         o.automaticCompaction = automatic
+        o.compactionMinAgeBytes = 0   // compact as soon as a segment is sealed (the mechanism)
         o.preallocateBytes = 0
         o.registryHashMod = 8     // small registry files: the folder is mostly log
         return o

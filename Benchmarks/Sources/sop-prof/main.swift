@@ -39,6 +39,7 @@ defer { try? FileManager.default.removeItem(atPath: dir) }
 @concurrent func run() async throws {
     var options = DatabaseOptions()
     if let mb = ProcessInfo.processInfo.environment["SOP_L1_MB"].flatMap(Int.init) { options.nodeCacheBytes = mb << 20 }
+    if ProcessInfo.processInfo.environment["SOP_NO_COMPACTION"] != nil { options.automaticCompaction = false }
     let db = try await Database.open(at: dir, options: options)
     func load(_ ids: ArraySlice<Int>) async throws {
         try await db.write { tx in
