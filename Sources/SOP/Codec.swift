@@ -587,35 +587,19 @@ enum NodeFormat {
         }
         if raw.children.isEmpty {
             let keys = try schema.keys(in: bytes, at: raw.items.map(\.key))
-            // The values are copied into one buffer of their own: the blob (twice their size
-            // with keys, IDs and JSON framing) is not kept alive by the cached node.
-            var total = 0
-            for r in raw.items { if case .inline(let range) = r.value { total += range.count } }
-            var values: [UInt8] = []
-            values.reserveCapacity(total)
-            var placed: [Range<Int>] = []
-            placed.reserveCapacity(raw.items.count)
-            bytes.withUnsafeBufferPointer { u in
-                for r in raw.items {
-                    if case .inline(let range) = r.value {
-                        let at = values.count
-                        values.append(contentsOf: UnsafeBufferPointer(rebasing: u[range]))
-                        placed.append(at..<values.count)
-                    } else {
-                        placed.append(0..<0)
-                    }
-                }
-            }
             var items: [BTreeItem<EKey, ValueBox>] = []
             items.reserveCapacity(keys.count)
             for (i, r) in raw.items.enumerated() {
                 let v: ValueBox
                 switch r.value {
-                case .inline: v = .inline(ValueBytes(values, placed[i]))
+                case .inline(let range): v = .inline(ValueBytes(bytes, range))
                 case .blob(let id): v = .blob(id)
                 }
                 items.append(BTreeItem(key: keys[i], id: r.id, value: v))
             }
+            // The values are copied into one buffer of their own: the blob (twice their size
+            // with keys, IDs and JSON framing) is not kept alive by the cached node.
+            packValues(&items)
             return BTreeNode(id: raw.id, items: items)
         }
         let keys = try schema.keys(in: bytes, at: raw.separators.map(\.key))
@@ -664,11 +648,20 @@ enum NodeFormat {
             }
         }
         if buffers.count <= 4 && kept <= 2 * total { return m }
+        packValues(&m.items)
+        return m
+    }
+
+    /// Copies the inline values of `items` into one buffer sized for them and points the
+    /// items at it.
+    static func packValues(_ items: inout [BTreeItem<EKey, ValueBox>]) {
+        var total = 0
+        for item in items { if case .inline(let v) = item.value { total += Int(v.count) } }
         var values: [UInt8] = []
         values.reserveCapacity(total)
         var placed: [Range<Int>] = []
-        placed.reserveCapacity(m.items.count)
-        for item in m.items {
+        placed.reserveCapacity(items.count)
+        for item in items {
             if case .inline(let v) = item.value {
                 let at = values.count
                 v.withBytes { values.append(contentsOf: $0) }
@@ -677,10 +670,9 @@ enum NodeFormat {
                 placed.append(0..<0)
             }
         }
-        for i in m.items.indices {
-            if case .inline = m.items[i].value { m.items[i].value = .inline(ValueBytes(values, placed[i])) }
+        for i in items.indices {
+            if case .inline = items[i].value { items[i].value = .inline(ValueBytes(values, placed[i])) }
         }
-        return m
     }
 
     /// `n` with arrays no larger than their contents need.
