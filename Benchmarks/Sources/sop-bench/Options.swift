@@ -30,6 +30,7 @@ struct BenchOptions: ParsableCommand {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         guard seqBytes >= 0 else { throw ValidationError("--seq-bytes must not be negative") }
+        if let engines, list(engines).isEmpty { throw ValidationError("--engines names no engine") }
         for e in list(engines ?? "") where !Config.allEngines.contains(e) {
             throw ValidationError("unknown engine '\(e)'; known: \(Config.allEngines.joined(separator: ","))")
         }
