@@ -14,15 +14,18 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]),
         .systemLibrary(name: "CLMDB", providers: [.apt(["liblmdb-dev"]), .brew(["lmdb"])]),
+        // The workload's data and its seeded generator, shared by both executables.
+        .target(name: "BenchData"),
         .executableTarget(
             name: "sop-bench",
             dependencies: [
+                "BenchData",
                 .product(name: "SOP", package: "SOP"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 "CSQLite", "CLMDB",
             ]),
         .executableTarget(
             name: "sop-prof",
-            dependencies: [.product(name: "SOP", package: "SOP")]),
+            dependencies: ["BenchData", .product(name: "SOP", package: "SOP")]),
     ]
 )

@@ -1,3 +1,4 @@
+import BenchData
 import CLMDB
 import CSQLite
 import Foundation

@@ -2,35 +2,19 @@
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
 // alone. Usage: sop-prof <read|scan|insert|update> [n] [rounds]
 import Foundation
+import BenchData
 import SOP
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 let args = CommandLine.arguments
 let phase = args.count > 1 ? args[1] : "read"
 let n = args.count > 2 ? Int(args[2])! : 100_000
 let rounds = args.count > 3 ? Int(args[3])! : 5
 
-func key(_ i: Int) -> String {
-    let d = String(i)
-    return "k" + String(repeating: "0", count: 15 - d.count) + d
-}
-var rng = SplitMix64(seed: 20_261_125)
-let keys = (0..<n).map(key)
-let values = (0..<n).map { _ in
-    Data((0..<75).map { _ in UInt8(truncatingIfNeeded: rng.next()) }).base64EncodedString()
-}
-let order = (0..<n).shuffled(using: &rng)
+// The benchmark's own data (keys, values, a random order).
+let data = Dataset(n: n)
+let keys = data.keys
+let values = data.values
+let order = data.readOrder
 let dir = NSTemporaryDirectory() + "sop-prof-\(UUID().uuidString)"
 defer { try? FileManager.default.removeItem(atPath: dir) }
 

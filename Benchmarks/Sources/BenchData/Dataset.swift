@@ -1,10 +1,10 @@
 import Foundation
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast and fully deterministic.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
+package struct SplitMix64 {
+    package var state: UInt64
+    package init(seed: UInt64) { state = seed }
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -12,7 +12,7 @@ struct SplitMix64 {
         return z ^ (z >> 31)
     }
     /// A uniform integer in 0..<bound (Lemire's multiply-shift with rejection).
-    mutating func below(_ bound: Int) -> Int {
+    package mutating func below(_ bound: Int) -> Int {
         let b = UInt64(bound)
         var m = next().multipliedFullWidth(by: b)
         if m.low < b {
@@ -22,7 +22,7 @@ struct SplitMix64 {
         return Int(m.high)
     }
     /// A permutation of 0..<n (Fisher–Yates, written out so it never depends on the stdlib's shuffle).
-    mutating func permutation(_ n: Int) -> [Int] {
+    package mutating func permutation(_ n: Int) -> [Int] {
         var a = Array(0..<n)
         if n < 2 { return a }
         for i in stride(from: n - 1, to: 0, by: -1) {
@@ -30,7 +30,7 @@ struct SplitMix64 {
         }
         return a
     }
-    mutating func bytes(_ count: Int) -> [UInt8] {
+    package mutating func bytes(_ count: Int) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(count + 8)
         while out.count < count {
@@ -43,25 +43,25 @@ struct SplitMix64 {
 }
 
 /// The workload's data (WORKLOAD.md): identical for every engine.
-struct Dataset: Sendable {
-    static let seed: UInt64 = 20_261_125
-    let n: Int
+package struct Dataset: Sendable {
+    package static let seed: UInt64 = 20_261_125
+    package let n: Int
     /// `"k%015d"` of the id, as Swift strings (SOP) and as bytes (SQLite, LMDB).
-    let keys: [String]
-    let keyBytes: [[UInt8]]
+    package let keys: [String]
+    package let keyBytes: [[UInt8]]
     /// base64 of 75 random bytes (100 ASCII characters).
-    let values: [String]
-    let valueBytes: [[UInt8]]
+    package let values: [String]
+    package let valueBytes: [[UInt8]]
     /// The second value of each updated id (empty for the others).
-    let values2: [String]
-    let value2Bytes: [[UInt8]]
-    let insertOrder: [Int]
-    let readOrder: [Int]
+    package let values2: [String]
+    package let value2Bytes: [[UInt8]]
+    package let insertOrder: [Int]
+    package let readOrder: [Int]
     /// The N/10 ids updated, in update order.
-    let updateOrder: [Int]
-    let deleteOrder: [Int]
+    package let updateOrder: [Int]
+    package let deleteOrder: [Int]
 
-    init(n: Int) {
+    package init(n: Int) {
         self.n = n
         var rng = SplitMix64(seed: Dataset.seed)
         var keys = [String](), values = [String]()
@@ -89,13 +89,13 @@ struct Dataset: Sendable {
         value2Bytes = values2.map { Array($0.utf8) }
     }
 
-    static func key(_ id: Int) -> String {
+    package static func key(_ id: Int) -> String {
         let s = String(id)
         return "k" + String(repeating: "0", count: max(0, 15 - s.count)) + s
     }
 }
 
-struct BenchError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
+package struct BenchError: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ d: String) { description = d }
 }
