@@ -116,11 +116,11 @@ final class Engine: Sendable {
         cache.get(NodeCache.Key(physical: handle.active, type: schema.tag))?.node
     }
 
-    /// Loads a committed node: L1 by physical ID, else the blob, decoded once and cached.
+    /// Loads a committed node that ``cachedNode(_:schema:)`` did not have: reads the blob,
+    /// decodes it and caches it.
     func loadNode(_ handle: Handle, schema: KeySchema) async throws -> EngineNode {
         nodeTypeTags.note(schema.tag)
         let key = NodeCache.Key(physical: handle.active, type: schema.tag)
-        if let hit = cache.get(key) { return hit.node }
         // Standalone, the L2 is in this process: caching node blobs there would only
         // duplicate L1 (and the OS page cache), so nodes go through it only when it is shared.
         let bytes = options.coordination == .standalone

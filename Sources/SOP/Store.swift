@@ -363,19 +363,16 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
                 else { moved = try await tree.first() }
             }
             guard moved, try await loadLeaf() else { done = true; return nil }
-        } else if descending ? index < 0 : index >= buffer.count {
+        } else {
             // The leaf is used up: cross to the neighbour (the deadline is checked here).
             try store.transaction.checkUsable(writing: false)
             guard try await tree.moveWithinLeaf(toEnd: !descending),
                   try await (descending ? tree.previous() : tree.next()),
                   try await loadLeaf() else { done = true; return nil }
         }
-        guard index >= 0, index < buffer.count else { done = true; return nil }
-        let it = buffer[index]
-        index += descending ? -1 : 1
-        if descending, let lower, compare(it.key, lower) < 0 { done = true; return nil }
-        if !descending, let upper, compare(it.key, upper) > 0 { done = true; return nil }
-        return it
+        // The leaf just loaded has the next item (or the range ends in it).
+        guard let item = try nextInLeaf() else { done = true; return nil }
+        return item
     }
 }
 

@@ -52,26 +52,41 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     }
 
     func fetch(_ id: SOPID) async throws -> EngineNode {
-        if let n = try fetchIfCached(id) { return n }
-        guard let h = transaction.engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
-        let node = try await transaction.engine.loadNode(h, schema: schema)
-        fetchedVersions[id] = h.version
-        working[id] = node
-        return node
+        switch try lookUp(id) {
+        case .node(let n): return n
+        case .load(let h):
+            let node = try await transaction.engine.loadNode(h, schema: schema)
+            fetchedVersions[id] = h.version
+            working[id] = node
+            return node
+        }
     }
 
     /// From the working set or the L1 cache: no I/O, no suspension.
     func fetchIfCached(_ id: SOPID) throws -> EngineNode? {
-        if let n = working[id] { return n }
+        if case .node(let n) = try lookUp(id) { return n }
+        return nil
+    }
+
+    private enum Found {
+        case node(EngineNode)
+        /// Not at hand: the committed node to load.
+        case load(Handle)
+    }
+
+    /// The node from the working set or L1 (recorded as fetched), or the handle to load it by
+    /// (one registry lookup either way).
+    private func lookUp(_ id: SOPID) throws -> Found {
+        if let n = working[id] { return .node(n) }
         if changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
         }
         let engine = transaction.engine
         guard let h = engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
-        guard let node = engine.cachedNode(h, schema: schema) else { return nil }
+        guard let node = engine.cachedNode(h, schema: schema) else { return .load(h) }
         fetchedVersions[id] = h.version
         working[id] = node
-        return node
+        return .node(node)
     }
 
     /// The tree changed under this transaction (a node it was led to no longer exists).
