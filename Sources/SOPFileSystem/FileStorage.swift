@@ -198,8 +198,16 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         let dbFile = path + "/database.json"
         if !fs.exists(dbFile) {
             let entries = try fs.list(path)
+            // What a creation interrupted by a crash can leave: the files it writes before
+            // database.json and the temporary files of their atomic writes (`name.tmp-…`).
             let allowed: Set<String> = ["LOCK", "log", "stores", "stores.json", "checkpoint.json"]
-            if let stray = entries.first(where: { !allowed.contains($0) && !$0.hasPrefix("database.json.tmp") }) {
+            func leftByCreation(_ name: String) -> Bool {
+                if allowed.contains(name) { return true }
+                guard let r = name.range(of: ".tmp-") else { return false }
+                let base = String(name[..<r.lowerBound])
+                return base == "database.json" || base == "stores.json" || base == "checkpoint.json"
+            }
+            if let stray = entries.first(where: { !leftByCreation($0) }) {
                 throw SOPError(.invalidArgument,
                                "\(path) is not a SOP database (no database.json; it holds '\(stray)')", path: path)
             }

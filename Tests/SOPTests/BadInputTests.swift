@@ -97,6 +97,29 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path + "/other") == ["notes.txt"])
     }
 
+    /// A creation killed before database.json was written leaves the files it writes first and
+    /// the temporary files of their atomic writes: the folder is still ours, and opens as a new
+    /// database (the kill -9 loop of CrashMixTests hit this).
+    @Test func interruptedCreationIsCompletedNotRefused() async throws {
+        let dir = TempDir("bad")
+        defer { dir.cleanup() }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: dir.db + "/log", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: dir.db + "/stores", withIntermediateDirectories: true)
+        for name in ["stores.json.tmp-990bc0f49e2b62d6", "checkpoint.json.tmp-1234", "database.json.tmp-ab"] {
+            try Data("{".utf8).write(to: URL(fileURLWithPath: dir.db + "/" + name))
+        }
+        let db = try await Database.open(at: dir.db)
+        #expect(db.stores().isEmpty)
+        try await db.close()
+        #expect(!(try fm.contentsOfDirectory(atPath: dir.db)).contains { $0.contains(".tmp-") })
+        // A file that creation never writes still marks a foreign folder.
+        let other = dir.path + "/other"
+        try fm.createDirectory(atPath: other, withIntermediateDirectories: true)
+        try Data("{".utf8).write(to: URL(fileURLWithPath: other + "/notes.json.tmp-1"))
+        await expectSOPError(.invalidArgument) { _ = try await Database.open(at: other) }
+    }
+
     @Test func secondOpenInTheSameProcessIsRefused() async throws {
         let dir = TempDir("bad")
         defer { dir.cleanup() }
