@@ -227,22 +227,21 @@ extension Engine {
     }
 
     /// Serves the copies of moved nodes from the decoded nodes cached for the originals (same
-    /// bytes, so the same node): without this every moved node would be read and decoded again.
-    /// The cache has no way to drop the originals' entries (they age out), so this only uses
-    /// room the cache has free: a full cache would evict live entries for duplicates.
+    /// bytes, so the same node): without this every moved node would be read and decoded
+    /// again. The originals' entries are dropped (no new transaction can reach them).
     private func aliasMovedNodes(_ moved: [SOPID: SOPID]) {
         let tags = nodeTypeTags.all
         if tags.isEmpty || moved.isEmpty { return }
-        var room = (cache.capacity - cache.statistics.bytes) / 2
+        var superseded: [NodeCache.Key] = []
         for (old, new) in moved {
             for tag in tags {
-                guard let cached = cache.get(NodeCache.Key(physical: old, type: tag)) else { continue }
-                let cost = NodeFormat.cost(cached.node, encodedSize: Int(new.high & 0xFFFF_FFFF))
-                if room < cost { return }
-                room -= cost
-                cache.put(NodeCache.Key(physical: new, type: tag), cached, cost: cost)
+                let key = NodeCache.Key(physical: old, type: tag)
+                guard let cached = cache.get(key) else { continue }
+                cache.put(NodeCache.Key(physical: new, type: tag), cached, cost: NodeFormat.cost(cached.node))
+                superseded.append(key)
             }
         }
+        cache.remove(superseded)
     }
 
     private struct LeafLocks {

@@ -132,8 +132,11 @@ final class Engine: Sendable {
         } catch let e as SOPError where e.code == .corrupt || e.code == .unsupportedFormat {
             throw SOPError(e.code, "node \(handle.logicalID): \(e.message)", path: e.path ?? path)
         }
-        cache.put(key, CachedNode(node), cost: NodeFormat.cost(node, encodedSize: bytes.count))
-        return node
+        // Cached with its values in a buffer of their own (the blob read also holds keys and
+        // IDs: kept, it would cost the cache 70 % more than the values).
+        let cached = NodeFormat.forCache(node)
+        cache.put(key, CachedNode(cached), cost: NodeFormat.cost(cached))
+        return cached
     }
 
     /// Reads a separately stored value (through the L2 cache), counting it.

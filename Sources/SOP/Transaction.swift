@@ -7,7 +7,7 @@ protocol StoreWork: AnyObject {
     var isNew: Bool { get }
     var countDelta: Int64 { get }
     var observedCountVersion: UInt64? { get }
-    var fetchedVersions: [SOPID: UInt32] { get }
+    var fetched: [SOPID: FetchedNode] { get }
     var changes: [SOPID: NodeChange] { get }
     var keyTypeName: String { get }
     var valueTypeName: String { get }
@@ -71,7 +71,13 @@ public final class Transaction: @unchecked Sendable {
         self.mode = mode
         self.maxDuration = maxDuration
         self.deadline = .now + maxDuration
+        self.startHandleEpoch = engine.storage.handleEpoch
     }
+
+    /// The storage's handle epoch when the transaction began: if it is unchanged at commit
+    /// (standalone, no other transaction holding locks), no node this transaction read has
+    /// changed, and the per-node re-check is skipped.
+    let startHandleEpoch: UInt64
 
     /// True until the transaction commits or rolls back.
     public var isActive: Bool { state == .active }
@@ -467,6 +473,11 @@ public final class Transaction: @unchecked Sendable {
         let othersMayHoldLocks = engine.cluster == nil
             && (engine.lockHolders.load(ordering: .sequentiallyConsistent) > (heldLocks.isEmpty ? 0 : 1)
                 || !engine.lockCountIsExact)
+        // Standalone, every handle change is applied in this process: an unchanged epoch means
+        // no node read has changed since the transaction began. A commit in flight (locks held
+        // by another transaction) may be about to change one, so then the nodes are checked.
+        let nodesUnchanged = engine.cluster == nil && !othersMayHoldLocks
+            && storage.handleEpoch == startHandleEpoch
         for (name, w) in works {
             let current = storage.storeInfo(named: name)
             if w.isNew {
@@ -483,7 +494,9 @@ public final class Transaction: @unchecked Sendable {
             if let seen = w.observedCountVersion, seen != current.countVersion {
                 throw conflict("the count of store '\(name)' changed")
             }
-            for (node, version) in w.fetchedVersions {
+            if nodesUnchanged { continue }
+            for (node, f) in w.fetched {
+                let version = f.version
                 let written = w.changes[node] != nil
                 if mode == .noCheck && !written { continue }
                 guard let h = storage.handle(store: w.info.id, logicalID: node), h.version == version else {

@@ -1,6 +1,12 @@
 import SOPBTree
 import SOPCore
 
+/// A committed node a transaction read: the version it re-checks and the blob it came from.
+struct FetchedNode {
+    var version: UInt32
+    var physical: SOPID
+}
+
 /// One store's working set inside one transaction: the B-tree's node repository.
 ///
 /// Nodes fetched from the committed state are remembered with their registry version
@@ -26,11 +32,12 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     let schema: KeySchema
     var working: [SOPID: EngineNode] = [:]
     var changes: [SOPID: NodeChange] = [:]
-    var fetchedVersions: [SOPID: UInt32] = [:]
+    /// The committed nodes this transaction read: their registry version (re-checked at
+    /// commit) and the physical blob they were read from (dropped from L1 when the commit
+    /// supersedes it).
+    var fetched: [SOPID: FetchedNode] = [:]
     var countDelta: Int64 = 0
     var observedCountVersion: UInt64?
-    /// Encoded sizes of the nodes written by the commit (for the cache's byte accounting).
-    var encodedSizes: [SOPID: Int] = [:]
 
     init<K, V>(transaction: Transaction, info: StoreInfo, isNew: Bool, key: K.Type, value: V.Type, schema: KeySchema) {
         self.transaction = transaction
@@ -56,7 +63,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         case .node(let n): return n
         case .load(let h):
             let node = try await transaction.engine.loadNode(h, schema: schema)
-            fetchedVersions[id] = h.version
+            fetched[id] = FetchedNode(version: h.version, physical: h.active)
             working[id] = node
             return node
         }
@@ -84,7 +91,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         let engine = transaction.engine
         guard let h = engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
         guard let node = engine.cachedNode(h, schema: schema) else { return .load(h) }
-        fetchedVersions[id] = h.version
+        fetched[id] = FetchedNode(version: h.version, physical: h.active)
         working[id] = node
         return .node(node)
     }
@@ -144,7 +151,6 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         for (i, n) in nodes.enumerated() {
             switch encoded[i] {
             case .success(let bytes):
-                encodedSizes[n.id] = bytes.count
                 out.append((n.id, bytes))
             case .failure(let error):
                 failure = failure ?? error
@@ -157,11 +163,17 @@ final class TxNodeRepository: NodeRepository, StoreWork {
 
     func publish(physical: [SOPID: SOPID]) {
         let cache = transaction.engine.cache
+        var superseded: [NodeCache.Key] = []
+        superseded.reserveCapacity(changes.count)
+        for (id, c) in changes where c != .added {
+            if let f = fetched[id] { superseded.append(NodeCache.Key(physical: f.physical, type: schema.tag)) }
+        }
+        cache.remove(superseded)
         for (id, c) in changes where c != .removed {
             guard let p = physical[id], let n = working[id] else { continue }
             let cached = NodeFormat.forCache(n)
             cache.put(NodeCache.Key(physical: p, type: schema.tag), CachedNode(cached),
-                      cost: NodeFormat.cost(cached, encodedSize: encodedSizes[id] ?? 0))
+                      cost: NodeFormat.cost(cached))
         }
     }
 }

@@ -66,6 +66,11 @@ public protocol StorageBackend: AnyObject, Sendable {
     func storeInfo(id: SOPID) -> StoreInfo?
     /// The committed handle of a node, or `nil` when the node does not exist.
     func handle(store: SOPID, logicalID: SOPID) -> Handle?
+    /// A number that changes whenever a committed handle changes or a store is dropped (read
+    /// under the same lock as the handles). Two equal readings mean every handle read between
+    /// them is still current: a transaction whose begin and commit read the same value needs
+    /// no per-node re-check.
+    var handleEpoch: UInt64 { get }
     /// Every committed handle of a store (for checks and for dropping).
     func handles(store: SOPID) -> [Handle]
     /// Reads a blob. Throws ``SOPError/Code/corrupt`` naming the file when it fails its checksum.

@@ -126,6 +126,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         var catalogDirty = false
         var droppedDirs: [String] = []
         var logBytesSinceCheckpoint: UInt64 = 0
+        /// See ``FileStorage/handleEpoch``: bumped by every applied record that changes a
+        /// handle or drops a store.
+        var handleEpoch: UInt64 = 0
         var closed = false
         var hashMod: Int = 256
         /// `database.json`'s creation time: tells a database from one re-created in its folder.
@@ -466,6 +469,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     // MARK: - Applying commits
 
     static func apply(_ r: CommitRecord, to st: inout State, root: String) {
+        if !r.handles.isEmpty || !r.droppedStores.isEmpty { st.handleEpoch &+= 1 }
         for info in r.storeInfos {
             if var s = st.stores[info.id] {
                 s.info = info
@@ -517,6 +521,10 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         // A mutating call reaches the registry through the dictionary's in-place accessor; a
         // plain read would copy the whole store state (retaining every field) per lookup.
         state.withLock { st in st.stores[store]?.registry.peek(logicalID) }
+    }
+
+    public var handleEpoch: UInt64 {
+        state.withLock { $0.handleEpoch }
     }
 
     public func handles(store: SOPID) -> [Handle] {

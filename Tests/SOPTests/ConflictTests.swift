@@ -107,6 +107,26 @@ import Testing
         try await db.close()
     }
 
+    /// The commit-time check of a read transaction is skipped only while no handle changed
+    /// since it began: a commit elsewhere in the tree forces the per-node check, which passes.
+    @Test func readTransactionChecksNodesOnlyAfterOtherCommits() async throws {
+        let dir = TempDir("conflict")
+        defer { dir.cleanup() }
+        let db = try await seeded(dir, items: 400, slot: 8)
+        let quiet = try await db.beginTransaction(.forReading)
+        #expect(try await quiet.openStore("k", key: Int.self, value: Int.self).get(3) == 0)
+        try await quiet.commit()
+        let r = try await db.beginTransaction(.forReading)
+        #expect(try await r.openStore("k", key: Int.self, value: Int.self).get(3) == 0)
+        try await db.write { tx in try await tx.openStore("k", key: Int.self, value: Int.self).update(399, 1) }
+        try await r.commit()   // a different leaf changed: no conflict
+        let r2 = try await db.beginTransaction(.forReading)
+        #expect(try await r2.openStore("k", key: Int.self, value: Int.self).get(399) == 1)
+        try await db.write { tx in try await tx.openStore("k", key: Int.self, value: Int.self).update(399, 2) }
+        await expectSOPError(.conflict) { try await r2.commit() }
+        try await db.close()
+    }
+
     @Test func countReadIsValidated() async throws {
         let dir = TempDir("conflict")
         defer { dir.cleanup() }

@@ -1,6 +1,7 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
-// alone. Usage: sop-prof <read|scan|insert|update> [n] [rounds]
+// alone. Usage: sop-prof <read|scan|insert|update> [n] [rounds]; environment: SOP_PROF_DIR,
+// SOP_L1_MB, SOP_NO_COMPACTION.
 import Foundation
 import BenchData
 import SOP
@@ -15,8 +16,12 @@ let data = Dataset(n: n)
 let keys = data.keys
 let values = data.values
 let order = data.readOrder
-let dir = NSTemporaryDirectory() + "sop-prof-\(UUID().uuidString)"
-defer { try? FileManager.default.removeItem(atPath: dir) }
+// SOP_PROF_DIR keeps the loaded database between runs (a run that finds it skips the load, so
+// a profile of the run sees the phase alone); otherwise a temporary folder, removed at exit.
+let keptDir = ProcessInfo.processInfo.environment["SOP_PROF_DIR"]
+let dir = keptDir ?? NSTemporaryDirectory() + "sop-prof-\(UUID().uuidString)"
+let preloaded = keptDir.map { FileManager.default.fileExists(atPath: $0) } ?? false
+defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
 
 /// Runs off the main actor: top-level code is main-actor isolated, and every `await` into the
 /// engine would hop threads twice.
@@ -32,7 +37,7 @@ defer { try? FileManager.default.removeItem(atPath: dir) }
         }
     }
     let clock = ContinuousClock()
-    if phase != "insert" {
+    if phase != "insert" && !preloaded {
         for start in stride(from: 0, to: n, by: 10_000) { try await load(order[start..<min(n, start + 10_000)]) }
     }
     func rss() -> String {
@@ -79,7 +84,8 @@ defer { try? FileManager.default.removeItem(atPath: dir) }
     let s = (clock.now - t0) / .seconds(1)
     let items = phase == "update" ? n / 10 : n
     print("\(phase): \(rounds) rounds of \(items) in \(String(format: "%.2f", s)) s = \(Int(Double(rounds * items) / s)) items/s")
-    print("after run: \(rss()), L1 \(db.cacheStatistics.bytes >> 20) MiB in \(db.cacheStatistics.entries) nodes")
+    let st = db.cacheStatistics
+    print("after run: \(rss()), L1 \(st.bytes >> 20) MiB in \(st.entries) nodes, \(st.hits) hits, \(st.misses) misses")
     try await db.close()
 }
 try await run()

@@ -1,0 +1,52 @@
+@testable import SOP
+import SOPBTree
+import SOPCore
+import Testing
+
+/// The L1 cache's byte bound, second-chance eviction and removal of superseded versions.
+@Suite struct NodeCacheTests {
+    func key(_ i: UInt64) -> NodeCache.Key {
+        NodeCache.Key(physical: SOPID(high: 1, low: i), type: ObjectIdentifier(Int.self))
+    }
+
+    func node(_ i: UInt64) -> CachedNode { CachedNode(BTreeNode(id: SOPID(high: 2, low: i))) }
+
+    @Test func staysWithinItsBudgetAndSparesReferencedEntries() {
+        let cache = NodeCache(capacity: 1_000)
+        for i in 0..<10 { cache.put(key(UInt64(i)), node(UInt64(i)), cost: 100) }
+        #expect(cache.statistics.bytes == 1_000)
+        #expect(cache.statistics.entries == 10)
+        // Entry 0 is read: the next insertion evicts an unreferenced one, not 0.
+        #expect(cache.get(key(0))?.node.id == SOPID(high: 2, low: 0))
+        cache.put(key(10), node(10), cost: 100)
+        #expect(cache.statistics.bytes == 1_000)
+        #expect(cache.get(key(0)) != nil)
+        #expect(cache.get(key(10)) != nil)
+        #expect(cache.get(key(1)) == nil)
+        // A large entry pushes out as many as it needs, never itself.
+        cache.put(key(11), node(11), cost: 950)
+        #expect(cache.statistics.bytes <= 1_000)
+        #expect(cache.get(key(11)) != nil)
+        // Too large for the budget: not cached at all.
+        cache.put(key(12), node(12), cost: 1_001)
+        #expect(cache.get(key(12)) == nil)
+        let s = cache.statistics
+        #expect(s.hits >= 4 && s.misses >= 2)
+    }
+
+    @Test func replacingAndRemovingKeepTheByteCount() {
+        let cache = NodeCache(capacity: 10_000)
+        for i in 0..<20 { cache.put(key(UInt64(i)), node(UInt64(i)), cost: 100) }
+        cache.put(key(3), node(33), cost: 300)
+        #expect(cache.statistics.bytes == 2_200)
+        #expect(cache.get(key(3))?.node.id == SOPID(high: 2, low: 33))
+        cache.remove([key(3), key(4), key(99)])
+        #expect(cache.statistics.bytes == 1_800)
+        #expect(cache.statistics.entries == 18)
+        #expect(cache.get(key(3)) == nil && cache.get(key(4)) == nil)
+        // Freed slots are reused.
+        for i in 100..<150 { cache.put(key(UInt64(i)), node(UInt64(i)), cost: 100) }
+        #expect(cache.statistics.bytes == 6_800)
+        #expect(cache.get(key(149)) != nil)
+    }
+}
