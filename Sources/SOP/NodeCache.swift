@@ -1,3 +1,4 @@
+import Dispatch
 import SOPBTree
 import SOPCore
 import Synchronization
@@ -39,7 +40,10 @@ final class NodeCache: Sendable {
         var hits = 0
         var misses = 0
 
-        mutating func drop(_ i: Int) {
+        /// Frees slot `i`, returning the node it held (to be released by the caller).
+        @discardableResult
+        mutating func drop(_ i: Int) -> CachedNode {
+            let node = entries[i].value
             index[entries[i].key] = nil
             bytes -= entries[i].cost
             entries[i].value = NodeCache.evicted
@@ -47,6 +51,7 @@ final class NodeCache: Sendable {
             entries[i].occupied = false
             entries[i].referenced = false
             free.append(i)
+            return node
         }
     }
 
@@ -109,16 +114,33 @@ final class NodeCache: Sendable {
     }
 
     /// Drops entries (the superseded versions of nodes a commit rewrote or removed: no new
-    /// transaction can reach them, and left in place they would push live nodes out).
+    /// transaction can reach them, and left in place they would push live nodes out). The
+    /// nodes are released on a background queue: tearing down a leaf (a release per key and
+    /// value buffer) would otherwise be paid by the committing transaction.
     func remove(_ keys: [Key]) {
         if keys.isEmpty { return }
-        clock.withLock { c in
+        let dropped = clock.withLock { c in
+            var out: [CachedNode] = []
+            out.reserveCapacity(keys.count)
             for key in keys {
                 guard let i = c.index[key] else { continue }
-                c.drop(i)
+                out.append(c.drop(i))
             }
+            return out
         }
+        if dropped.isEmpty { return }
+        NodeCache.reaper.async { withExtendedLifetime(dropped) {} }
     }
+
+    /// ``remove(_:)`` on the background queue (the committing transaction does not wait for
+    /// it; until it runs, the superseded entries only take room).
+    func removeLater(_ keys: [Key]) {
+        if keys.isEmpty { return }
+        NodeCache.reaper.async { [self] in remove(keys) }
+    }
+
+    /// Where dropped nodes are released.
+    private static let reaper = DispatchQueue(label: "sop.l1.reaper", qos: .utility)
 
     /// Bytes currently held, entries, hits and misses.
     var statistics: (bytes: Int, entries: Int, hits: Int, misses: Int) {

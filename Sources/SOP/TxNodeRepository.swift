@@ -168,9 +168,11 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         for (id, c) in changes where c != .added {
             if let f = fetched[id] { superseded.append(NodeCache.Key(physical: f.physical, type: schema.tag)) }
         }
-        cache.remove(superseded)
+        cache.removeLater(superseded)
         for (id, c) in changes where c != .removed {
-            guard let p = physical[id], let n = working[id] else { continue }
+            // Taken out of the working set (the transaction is over), so that re-packing the
+            // leaf's values can change its item array in place rather than copy it.
+            guard let p = physical[id], let n = working.removeValue(forKey: id) else { continue }
             let cached = NodeFormat.forCache(n)
             cache.put(NodeCache.Key(physical: p, type: schema.tag), CachedNode(cached),
                       cost: NodeFormat.cost(cached))

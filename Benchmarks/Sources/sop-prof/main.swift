@@ -45,6 +45,9 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
         return status.split(separator: "\n").first { $0.hasPrefix("VmRSS") }.map(String.init) ?? "?"
     }
     print("after load: \(rss()), L1 \(db.cacheStatistics.bytes >> 20) MiB in \(db.cacheStatistics.entries) nodes")
+    // Update: time inside the transaction's body (the operations) against the whole
+    // transaction (operations and commit).
+    var opsTime = Duration.zero, txTime = Duration.zero
     let t0 = clock.now
     for r in 0..<rounds {
         switch phase {
@@ -73,10 +76,13 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
             for start in stride(from: 0, to: n, by: 1_000) { try await load(order[start..<min(n, start + 1_000)]) }
         case "update":
             for start in stride(from: 0, to: n / 10, by: 1_000) {
+                let t = clock.now
                 try await db.write { tx in
                     let s = try await tx.openStore("kv", key: String.self, value: String.self)
                     for i in order[start..<min(n, start + 1_000)] { _ = try await s.update(keys[i], values[(i + r + 1) % n]) }
+                    opsTime += clock.now - t
                 }
+                txTime += clock.now - t
             }
         default: fatalError("unknown phase \(phase)")
         }
@@ -84,6 +90,7 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
     let s = (clock.now - t0) / .seconds(1)
     let items = phase == "update" ? n / 10 : n
     print("\(phase): \(rounds) rounds of \(items) in \(String(format: "%.2f", s)) s = \(Int(Double(rounds * items) / s)) items/s")
+    if txTime > .zero { print("operations \(opsTime), transactions \(txTime): commit \(Int(100 * (1 - opsTime / txTime))) %") }
     let st = db.cacheStatistics
     print("after run: \(rss()), L1 \(st.bytes >> 20) MiB in \(st.entries) nodes, \(st.hits) hits, \(st.misses) misses")
     try await db.close()
