@@ -299,6 +299,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
 /// It works a leaf at a time: the leaf's item array (shared, not copied) is the buffer, and
 /// the tree is asked only to cross to the next leaf, so most items cost no call into the
 /// tree. The transaction's state is checked for every item, its deadline once per leaf.
+@usableFromInline
 struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
     let store: Store<Key, Value>
     let from: Key?
@@ -390,20 +391,61 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
         Iterator(walker: RangeWalker(store: store, from: from, to: to, descending: descending))
     }
 
-    /// Walks the range with its own cursor.
+    /// Walks the range with its own cursor, a leaf at a time: the items of the current leaf
+    /// are decoded together, and ``next()`` (inlinable, so specialized in the caller's
+    /// module) hands them out without a call into the engine or a suspension.
     public struct Iterator: AsyncIteratorProtocol {
-        var walker: RangeWalker<Key, Value>
+        @usableFromInline var walker: RangeWalker<Key, Value>
+        /// The decoded items of the current leaf, and the index of the next one to hand out.
+        @usableFromInline var batch: [Item<Key, Value>] = []
+        @usableFromInline var position = 0
+        /// A failure to decode an item of the current leaf, thrown when that item is reached.
+        @usableFromInline var pending: (any Error)?
+        @usableFromInline let transaction: Transaction
+
+        init(walker: RangeWalker<Key, Value>) {
+            self.walker = walker
+            self.transaction = walker.store.transaction
+        }
 
         /// The next item, or `nil` at the end of the range.
+        @inlinable
         public mutating func next() async throws -> Item<Key, Value>? {
-            let found: BTreeItem<EKey, ValueBox>?
-            if let fast = try walker.nextInLeaf() { found = fast } else { found = try await walker.next() }
-            guard let it = found else { return nil }
+            if position < batch.count {
+                try transaction.checkActive()
+                position += 1
+                return batch[position - 1]
+            }
+            return try await nextLeaf()
+        }
+
+        /// Decodes the next leaf's items into the batch and returns the first.
+        @usableFromInline
+        mutating func nextLeaf() async throws -> Item<Key, Value>? {
+            if let e = pending { pending = nil; walker.done = true; throw e }
+            batch.removeAll(keepingCapacity: true)
+            position = 0
+            guard let first = try await walker.next() else { return nil }
             let store = walker.store
-            // Values in the node decode without a suspension point.
-            let value: Value
-            if case .inline(let b) = it.value { value = try store.valueCoder.decode(b) } else { value = try await store.decodeValue(it.value) }
-            return Item(key: store.ordering.fromEngine(it.key), value: value, id: it.id)
+            batch.append(try await item(first, store))
+            // The rest of the leaf: values in the node decode without an async call.
+            do {
+                while let more = try walker.nextInLeaf(), let it = more {
+                    if case .inline(let b) = it.value {
+                        batch.append(Item(key: store.ordering.fromEngine(it.key), value: try store.valueCoder.decode(b), id: it.id))
+                    } else {
+                        batch.append(try await item(it, store))
+                    }
+                }
+            } catch {
+                pending = error
+            }
+            position = 1
+            return batch[0]
+        }
+
+        private func item(_ it: BTreeItem<EKey, ValueBox>, _ store: Store<Key, Value>) async throws -> Item<Key, Value> {
+            Item(key: store.ordering.fromEngine(it.key), value: try await store.decodeValue(it.value), id: it.id)
         }
     }
 }

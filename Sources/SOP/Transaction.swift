@@ -83,7 +83,7 @@ public final class Transaction: @unchecked Sendable {
     public var isActive: Bool { state == .active }
 
     /// The per-item part of ``checkUsable(writing:)``: the state only (no clock read).
-    @inline(__always)
+    @usableFromInline @inline(__always)
     func checkActive() throws {
         guard state == .active else { try checkUsable(writing: false); return }
     }

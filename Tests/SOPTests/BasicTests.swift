@@ -116,6 +116,51 @@ struct Person: Codable, Sendable, Equatable {
         try await db.close()
     }
 
+    /// Iteration hands out a leaf's items in one batch: every placement, both directions and
+    /// bounds that fall inside leaves give the same items as point reads, and a transaction
+    /// that ends mid-iteration stops it at the next item.
+    @Test(arguments: [ValuePlacement.inNode, .separateBlob, .separateBlobWrittenAtOnce])
+    func rangesAcrossLeaves(placement: ValuePlacement) async throws {
+        let dir = TempDir("ranges")
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        try await db.write { tx in
+            let s = try await tx.createStore("r", key: Int.self, value: String.self,
+                                             options: StoreOptions(slotLength: 8, valuePlacement: placement))
+            for i in (0..<300).reversed() { try await s.add(i * 3, "v\(i * 3)") }
+        }
+        try await db.read { tx in
+            let s = try await tx.openStore("r", key: Int.self, value: String.self)
+            var keys: [Int] = []
+            for try await it in s.range(from: 100, to: 700) {
+                #expect(it.value == "v\(it.key)")
+                keys.append(it.key)
+            }
+            #expect(keys == Array(stride(from: 102, through: 699, by: 3)))
+            var down: [Int] = []
+            for try await it in s.range(to: 50, descending: true) { down.append(it.key) }
+            #expect(down == Array(stride(from: 48, through: 0, by: -3)))
+            var count = 0
+            for try await it in s.range() {
+                #expect(it.key == count * 3)
+                count += 1
+                if count == 120 { break }
+            }
+            #expect(count == 120)
+        }
+        let tx = try await db.beginTransaction(.forReading)
+        let s = try await tx.openStore("r", key: Int.self, value: String.self)
+        var seen = 0
+        let e = await expectSOPError(.invalidState) {
+            for try await _ in s.range() {
+                seen += 1
+                if seen == 3 { await tx.rollback() }
+            }
+        }
+        #expect(e != nil && seen == 3)
+        try await db.close()
+    }
+
     @Test func nonUniqueStoreKeepsDuplicatesInInsertionOrder() async throws {
         let dir = TempDir()
         defer { dir.cleanup() }
