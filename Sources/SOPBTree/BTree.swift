@@ -219,7 +219,7 @@ public final class BTree<Repo: NodeRepository> {
             if let n = try fetchCheckedIfCached(child) { node = n } else { node = try await fetchChecked(child) }
         }
         let i = partition(node.items, .lower(key))
-        if i < node.items.count, compare(node.items[i].key, key) == 0 { return node.items[i].value }
+        if i < node.items.count, itemKey(node.items, i, equals: key) { return node.items[i].value }
         // As firstWithKey, without touching the cursor.
         let p = try await descend(.lower(key))
         let leaf = p[p.count - 1]
@@ -431,6 +431,17 @@ public final class BTree<Repo: NodeRepository> {
             guard let base = b.baseAddress else { return 0 }
             return search(UnsafeRawPointer(base), count: b.count, stride: MemoryLayout<Item>.stride,
                           keyOffset: itemKeyOffset, bound, separators: false) { base[$0].id }
+        }
+    }
+
+    /// Whether `items[i]` has `key`, compared in place (no copy of the item's key).
+    @inlinable @inline(__always)
+    func itemKey(_ items: [Item], _ i: Int, equals key: Key) -> Bool {
+        items.withUnsafeBufferPointer { b in
+            withUnsafePointer(to: key) { kp in
+                let p = (UnsafeRawPointer(b.baseAddress! + i) + itemKeyOffset).assumingMemoryBound(to: Key.self)
+                return compareInPlace(p, kp) == 0
+            }
         }
     }
 

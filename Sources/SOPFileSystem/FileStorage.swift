@@ -520,7 +520,12 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     public func handle(store: SOPID, logicalID: SOPID) -> Handle? {
         // A mutating call reaches the registry through the dictionary's in-place accessor; a
         // plain read would copy the whole store state (retaining every field) per lookup.
-        state.withLock { st in st.stores[store]?.registry.peek(logicalID) }
+        // (Through `values[index]`, whose `_modify` accessor yields the entry in place: the
+        // optional-chained `stores[store]?` form still copied the store's state here.)
+        state.withLock { st in
+            guard let i = st.stores.index(forKey: store) else { return nil }
+            return st.stores.values[i].registry.peek(logicalID)
+        }
     }
 
     public var handleEpoch: UInt64 {
