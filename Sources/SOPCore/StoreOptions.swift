@@ -33,7 +33,7 @@ public struct StoreOptions: Sendable, Codable, Equatable {
     /// The largest slot length a store accepts.
     public static let maxSlotLength = 10_000
     /// The slot length used when none is given. See `docs/performance.md` for how it was chosen.
-    public static let defaultSlotLength = 32
+    public static let defaultSlotLength = 20
 
     /// Items per B-tree node at most (leaves), separators per internal node at most.
     public var slotLength: Int

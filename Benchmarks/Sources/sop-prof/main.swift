@@ -1,7 +1,7 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
 // alone. Usage: sop-prof <read|scan|insert|update> [n] [rounds]; environment: SOP_PROF_DIR,
-// SOP_L1_MB, SOP_NO_COMPACTION.
+// SOP_L1_MB, SOP_NO_COMPACTION, SOP_SLOT (slot length of the store it creates).
 import Foundation
 import BenchData
 import SOP
@@ -32,7 +32,8 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
     let db = try await Database.open(at: dir, options: options)
     func load(_ ids: ArraySlice<Int>) async throws {
         try await db.write { tx in
-            let s = try await tx.store("kv", key: String.self, value: String.self)
+            let slot = ProcessInfo.processInfo.environment["SOP_SLOT"].flatMap(Int.init) ?? StoreOptions().slotLength
+            let s = try await tx.store("kv", key: String.self, value: String.self, options: StoreOptions(slotLength: slot))
             for i in ids { _ = try await s.add(keys[i], values[i]) }
         }
     }
