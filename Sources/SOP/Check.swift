@@ -52,7 +52,8 @@ extension Database {
                 } else {
                     // Structure only: every comparison "equal" in a non-unique tree keeps
                     // the walk meaningful (reachability, fill, counts) without key order.
-                    tree = BTree(rootID: info.rootID, slotLength: info.options.slotLength, isUnique: false,
+                    tree = BTree(rootID: info.rootID, slotLength: info.options.slotLength,
+                                 internalSlotLength: info.options.effectiveInternalSlotLength, isUnique: false,
                                  compare: { _, _ in 0 }, repository: store.repository)
                 }
                 var items: Int64 = 0

@@ -54,7 +54,8 @@ final class TxNodeRepository: NodeRepository, StoreWork {
 
     /// A B-tree (with its own cursor) over this working set, ordered by `schema`.
     func makeTree(schema: KeySchema) -> BTree<TxNodeRepository> {
-        BTree(rootID: info.rootID, slotLength: info.options.slotLength, isUnique: info.options.isUnique,
+        BTree(rootID: info.rootID, slotLength: info.options.slotLength,
+              internalSlotLength: info.options.effectiveInternalSlotLength, isUnique: info.options.isUnique,
               compare: schema.compare, compareInPlace: schema.compareInPlace, repository: self)
     }
 

@@ -52,8 +52,12 @@ public final class BTree<Repo: NodeRepository> {
 
     /// The root's logical ID (never changes).
     public let rootID: SOPID
-    /// Most items per leaf, most separators per internal node.
+    /// Most items per leaf.
     public let slotLength: Int
+    /// Most separators per internal node (a wider fan-out than the leaves' keeps the tree
+    /// shallow: fewer nodes to look up per descent, for a larger rewrite of a parent when a
+    /// child splits or merges).
+    public let internalSlotLength: Int
     /// Whether a key may appear at most once.
     public let isUnique: Bool
     /// Where nodes come from and where changes go.
@@ -66,8 +70,10 @@ public final class BTree<Repo: NodeRepository> {
     /// Byte offsets of the key in an item and in a separator.
     @usableFromInline let itemKeyOffset: Int
     @usableFromInline let separatorKeyOffset: Int
-    /// Fewest items (leaves) or separators (internal nodes) a non-root node may hold.
+    /// Fewest items a non-root leaf may hold.
     @usableFromInline let minSize: Int
+    /// Fewest separators a non-root internal node may hold.
+    @usableFromInline let internalMinSize: Int
 
     /// The current item (nil: cursor invalid).
     @usableFromInline var current: Item?
@@ -85,15 +91,17 @@ public final class BTree<Repo: NodeRepository> {
     ///
     /// - Parameters:
     ///   - rootID: the root node's logical ID (for a new store, the node made by ``emptyRoot(id:)``).
-    ///   - slotLength: most items per leaf and separators per internal node; the engine
-    ///     validates it (4...10,000).
+    ///   - slotLength: most items per leaf; the engine validates it (4...10,000).
+    ///   - internalSlotLength: most separators per internal node (`nil`: `slotLength`).
     ///   - isUnique: whether ``add(_:_:id:)`` refuses a key that already exists.
     ///   - compare: the key order: negative, zero or positive.
     ///   - repository: the nodes.
-    public init(rootID: SOPID, slotLength: Int, isUnique: Bool,
+    public init(rootID: SOPID, slotLength: Int, internalSlotLength: Int? = nil, isUnique: Bool,
                 compare: @escaping (Key, Key) -> Int, repository: Repo) {
         self.rootID = rootID
         self.slotLength = slotLength
+        self.internalSlotLength = internalSlotLength ?? slotLength
+        self.internalMinSize = Swift.max(1, (internalSlotLength ?? slotLength) / 2)
         self.isUnique = isUnique
         self.compare = compare
         self.compareInPlace = { a, b in compare(a.pointee, b.pointee) }
@@ -103,14 +111,16 @@ public final class BTree<Repo: NodeRepository> {
         self.minSize = Swift.max(1, slotLength / 2)
     }
 
-    /// Makes a tree whose order reads keys in place (see ``init(rootID:slotLength:isUnique:compare:repository:)``);
+    /// Makes a tree whose order reads keys in place (see ``init(rootID:slotLength:internalSlotLength:isUnique:compare:repository:)``);
     /// `compareInPlace` must agree with `compare`.
-    public init(rootID: SOPID, slotLength: Int, isUnique: Bool,
+    public init(rootID: SOPID, slotLength: Int, internalSlotLength: Int? = nil, isUnique: Bool,
                 compare: @escaping (Key, Key) -> Int,
                 compareInPlace: @escaping (UnsafePointer<Key>, UnsafePointer<Key>) -> Int,
                 repository: Repo) {
         self.rootID = rootID
         self.slotLength = slotLength
+        self.internalSlotLength = internalSlotLength ?? slotLength
+        self.internalMinSize = Swift.max(1, (internalSlotLength ?? slotLength) / 2)
         self.isUnique = isUnique
         self.compare = compare
         self.compareInPlace = compareInPlace
@@ -761,7 +771,7 @@ public final class BTree<Repo: NodeRepository> {
         p[level].node.items.insert(item, at: p[level].index)
         while true {
             let node = p[level].node
-            if size(node) <= slotLength {
+            if size(node) <= capacity(node) {
                 repository.update(node)
                 break
             }
@@ -850,6 +860,10 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     @inlinable func size(_ n: Node) -> Int { n.isLeaf ? n.items.count : n.separators.count }
+    /// Most items (leaf) or separators (internal node) `n` may hold.
+    @inlinable func capacity(_ n: Node) -> Int { n.isLeaf ? slotLength : internalSlotLength }
+    /// Fewest items or separators `n` may hold unless it is the root.
+    @inlinable func minimum(_ n: Node) -> Int { n.isLeaf ? minSize : internalMinSize }
 
     /// Rebalances after a removal: `p`'s leaf (already edited, not yet written) is below the
     /// minimum. Borrows from or merges with a sibling, level by level, and collapses the root.
@@ -869,7 +883,7 @@ public final class BTree<Repo: NodeRepository> {
                 }
                 return
             }
-            if size(node) >= minSize {
+            if size(node) >= minimum(node) {
                 repository.update(node)
                 return
             }
@@ -878,7 +892,7 @@ public final class BTree<Repo: NodeRepository> {
             if ci > 0 {
                 var left = try await fetchChecked(parent.children[ci - 1])
                 guard left.isLeaf == node.isLeaf else { throw corrupt("sibling of another level", left.id) }
-                if size(left) > minSize {
+                if size(left) > minimum(left) {
                     if node.isLeaf {
                         node.items.insert(left.items.removeLast(), at: 0)
                         parent.separators[ci - 1] = Separator(key: node.items[0].key, id: node.items[0].id)
@@ -914,7 +928,7 @@ public final class BTree<Repo: NodeRepository> {
                 guard parent.children.count > 1 else { throw corrupt("internal node with one child", parent.id) }
                 let right = try await fetchChecked(parent.children[1])
                 guard right.isLeaf == node.isLeaf else { throw corrupt("sibling of another level", right.id) }
-                if size(right) > minSize {
+                if size(right) > minimum(right) {
                     var right = right
                     if node.isLeaf {
                         node.items.append(right.items.removeFirst())
@@ -1019,13 +1033,13 @@ public final class BTree<Repo: NodeRepository> {
             return
         }
         let seps = node.separators
-        guard seps.count <= slotLength else {
-            throw corrupt("\(seps.count) separators exceed slot length \(slotLength)", id)
+        guard seps.count <= internalSlotLength else {
+            throw corrupt("\(seps.count) separators exceed the internal slot length \(internalSlotLength)", id)
         }
         if isRoot {
             guard node.children.count >= 2 else { throw corrupt("internal root with \(node.children.count) child", id) }
-        } else if seps.count < minSize {
-            throw corrupt("\(seps.count) separators below the minimum \(minSize)", id)
+        } else if seps.count < internalMinSize {
+            throw corrupt("\(seps.count) separators below the minimum \(internalMinSize)", id)
         }
         for i in seps.indices {
             if i > 0 && order(seps[i - 1].key, seps[i - 1].id, seps[i].key, seps[i].id) >= 0 {

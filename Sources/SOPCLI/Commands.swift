@@ -61,8 +61,10 @@ func jsonText(_ v: JSONValue) -> String { v.jsonText }
 struct CreateStore: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create-store", abstract: "Create a store.")
     @Argument(help: "Store name: letters, digits, '_', '-', '.'.") var name: String
-    @Option(name: .customLong("slot-length"), help: "Items per node (4...10000).")
+    @Option(name: .customLong("slot-length"), help: "Items per leaf (4...10000).")
     var slotLength: Int = StoreOptions.defaultSlotLength
+    @Option(name: .customLong("internal-slot-length"), help: "Separators per internal node (4...10000; default max(slot length, 64)).")
+    var internalSlotLength: Int?
     @Flag(help: "Each key at most once (the default).") var unique = false
     @Flag(name: .customLong("non-unique"), help: "Allow duplicate keys.") var nonUnique = false
     @Option(name: .customLong("value-placement"), help: "inNode (default, small values), separateBlob (medium) or separateBlobWrittenAtOnce (big).")
@@ -79,7 +81,8 @@ struct CreateStore: AsyncParsableCommand {
             throw SOPError(.invalidArgument, "--value-placement must be inNode, separateBlob or separateBlobWrittenAtOnce")
         }
         let spec = try index.map { try IndexSpecification(parsing: $0) }
-        let options = StoreOptions(slotLength: slotLength, isUnique: !nonUnique, valuePlacement: placement,
+        let options = StoreOptions(slotLength: slotLength, internalSlotLength: internalSlotLength,
+                                   isUnique: !nonUnique, valuePlacement: placement,
                                    description: description, indexSpecification: spec)
         try options.validate()
         try StoreName.validate(name)
@@ -200,7 +203,8 @@ struct Stores: AsyncParsableCommand {
     func run() async throws {
         let db = try await openDatabase()
         for s in db.stores() {
-            emit("\(s.name) \(s.count) slot-length=\(s.options.slotLength) unique=\(s.options.isUnique) "
+            emit("\(s.name) \(s.count) slot-length=\(s.options.slotLength) "
+                 + "internal-slot-length=\(s.options.effectiveInternalSlotLength) unique=\(s.options.isUnique) "
                  + "value-placement=\(s.options.valuePlacement.rawValue) key=\(s.keyType) value=\(s.valueType)"
                  + (s.indexSpecification.map { " index=\($0)" } ?? ""))
         }

@@ -35,8 +35,18 @@ public struct StoreOptions: Sendable, Codable, Equatable {
     /// The slot length used when none is given. See `docs/performance.md` for how it was chosen.
     public static let defaultSlotLength = 20
 
-    /// Items per B-tree node at most (leaves), separators per internal node at most.
+    /// The internal-node fan-out a new store gets with ``slotLength`` `n` when none is given:
+    /// `max(n, 64)`. See `docs/performance.md`.
+    public static func defaultInternalSlotLength(for n: Int) -> Int { Swift.max(n, 64) }
+
+    /// Items per B-tree leaf at most.
     public var slotLength: Int
+    /// Separators per internal node at most (4...10,000). `nil` when creating a store: the
+    /// default, ``defaultInternalSlotLength(for:)``, which the store records. Stores created
+    /// before this option existed have `nil` here and use ``slotLength``.
+    public var internalSlotLength: Int?
+    /// The internal-node fan-out in effect (``internalSlotLength``, else ``slotLength``).
+    public var effectiveInternalSlotLength: Int { internalSlotLength ?? slotLength }
     /// Whether a key may appear at most once.
     public var isUnique: Bool
     /// Where values live.
@@ -50,10 +60,11 @@ public struct StoreOptions: Sendable, Codable, Equatable {
     public var indexSpecification: IndexSpecification?
 
     /// Makes options; call ``validate()`` (stores do) before use.
-    public init(slotLength: Int = StoreOptions.defaultSlotLength, isUnique: Bool = true,
-                valuePlacement: ValuePlacement = .inNode, description: String = "",
+    public init(slotLength: Int = StoreOptions.defaultSlotLength, internalSlotLength: Int? = nil,
+                isUnique: Bool = true, valuePlacement: ValuePlacement = .inNode, description: String = "",
                 indexSpecification: IndexSpecification? = nil) {
         self.slotLength = slotLength
+        self.internalSlotLength = internalSlotLength
         self.isUnique = isUnique
         self.valuePlacement = valuePlacement
         self.description = description
@@ -65,6 +76,10 @@ public struct StoreOptions: Sendable, Codable, Equatable {
         guard (StoreOptions.minSlotLength...StoreOptions.maxSlotLength).contains(slotLength) else {
             throw SOPError(.invalidArgument,
                            "slot length \(slotLength) is out of range \(StoreOptions.minSlotLength)...\(StoreOptions.maxSlotLength)")
+        }
+        if let n = internalSlotLength, !(StoreOptions.minSlotLength...StoreOptions.maxSlotLength).contains(n) {
+            throw SOPError(.invalidArgument,
+                           "internal slot length \(n) is out of range \(StoreOptions.minSlotLength)...\(StoreOptions.maxSlotLength)")
         }
         guard description.utf8.count <= 4096 else {
             throw SOPError(.invalidArgument, "store description is longer than 4096 bytes")
@@ -138,6 +153,9 @@ public struct StoreInfo: Sendable, Codable, Equatable {
         var options = options
         self.indexSpecification = options.indexSpecification
         options.indexSpecification = nil
+        // Recorded, so a later change of the default does not change this store's shape.
+        options.internalSlotLength = options.internalSlotLength
+            ?? StoreOptions.defaultInternalSlotLength(for: options.slotLength)
         self.options = options
         self.rootID = .random()
         self.count = 0

@@ -74,8 +74,8 @@ private struct Run {
     var maxHeight = 0
     var maxCount = 0
 
-    init(seed: UInt64, slotLength: Int, unique: Bool) {
-        (tree, repo) = makeTree(slotLength: slotLength, unique: unique)
+    init(seed: UInt64, slotLength: Int, internalSlotLength: Int? = nil, unique: Bool) {
+        (tree, repo) = makeTree(slotLength: slotLength, internalSlotLength: internalSlotLength, unique: unique)
         rng = SplitMix64(seed: seed &* 1_000_003 &+ UInt64(slotLength) &* 7919 &+ (unique ? 1 : 0))
         self.unique = unique
         // Small key spaces so duplicates and misses are common; unique stores need more keys to grow.
@@ -364,25 +364,28 @@ private enum ProcessInfoLite {
     static let steps = 1000
 
     /// Random operations against a sorted-array oracle, unique and non-unique, slot lengths
-    /// 4...16, invariants checked after every mutation.
+    /// 4...16, invariants checked after every mutation. Even seeds give internal nodes the
+    /// leaves' slot length; odd seeds another one in 4...16 (smaller or larger).
     @Test(arguments: 1...20)
     func randomOperationsMatchModel(seed: Int) async throws {
         var total = 0
         for slotLength in 4...16 {
+            let fanOut = seed % 2 == 0 ? slotLength : 4 + (seed &* 7 + slotLength * 5) % 13
             for unique in [false, true] {
-                var run = Run(seed: UInt64(seed), slotLength: slotLength, unique: unique)
-                run.context = "seed \(seed) slot \(slotLength) unique \(unique)"
+                var run = Run(seed: UInt64(seed), slotLength: slotLength, internalSlotLength: fanOut, unique: unique)
+                let label = "seed \(seed) slot \(slotLength) internal \(fanOut) unique \(unique)"
+                run.context = label
                 do {
                     total += try await run.run(steps: Self.steps)
                 } catch let m as Mismatch {
-                    throw Mismatch(description: "seed \(seed) slot \(slotLength) unique \(unique) \(m.description)")
+                    throw Mismatch(description: "\(label) \(m.description)")
                 }
-                if slotLength == 4 && !unique {
+                if slotLength == 4 && fanOut <= 6 && !unique {
                     // The walk must have built and torn down a tree of several levels.
                     #expect(run.maxHeight >= 3, "max height \(run.maxHeight), max count \(run.maxCount)")
                 }
                 if ProcessInfoLite.verbose {
-                    print("seed \(seed) slot \(slotLength) unique \(unique): height \(run.maxHeight) count \(run.maxCount) ops \(run.mutations)+\(run.lookups)")
+                    print("\(label): height \(run.maxHeight) count \(run.maxCount) ops \(run.mutations)+\(run.lookups)")
                 }
             }
         }

@@ -59,9 +59,9 @@ typealias IntRepo = MemoryRepository<Int, Int>
 
 func intCompare(_ a: Int, _ b: Int) -> Int { a < b ? -1 : (a == b ? 0 : 1) }
 
-func makeTree(slotLength: Int, unique: Bool) -> (BTree<IntRepo>, IntRepo) {
+func makeTree(slotLength: Int, internalSlotLength: Int? = nil, unique: Bool) -> (BTree<IntRepo>, IntRepo) {
     let repo = IntRepo()
-    let tree = BTree(rootID: repo.rootID, slotLength: slotLength, isUnique: unique,
+    let tree = BTree(rootID: repo.rootID, slotLength: slotLength, internalSlotLength: internalSlotLength, isUnique: unique,
                      compare: intCompare, repository: repo)
     return (tree, repo)
 }

@@ -56,6 +56,12 @@ import Testing
                     _ = try await tx.createStore("ok", key: Int.self, value: Int.self, options: StoreOptions(slotLength: slot))
                 }
             }
+            await expectSOPError(.invalidArgument) {
+                try await db.write { tx in
+                    _ = try await tx.createStore("ok", key: Int.self, value: Int.self,
+                                                 options: StoreOptions(slotLength: 8, internalSlotLength: slot))
+                }
+            }
         }
         #expect(db.stores().map(\.name) == ["people"])
         try await db.close()

@@ -116,6 +116,38 @@ struct Person: Codable, Sendable, Equatable {
         try await db.close()
     }
 
+    /// A new store records its internal-node fan-out (the default, or the one asked for);
+    /// options written before the field existed decode without it and keep the leaves' slot
+    /// length for internal nodes.
+    @Test func internalSlotLengthIsRecorded() async throws {
+        let dir = TempDir("fanout")
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        try await db.write { tx in
+            let a = try await tx.createStore("a", key: Int.self, value: Int.self, options: StoreOptions(slotLength: 4))
+            let b = try await tx.createStore("b", key: Int.self, value: Int.self,
+                                             options: StoreOptions(slotLength: 4, internalSlotLength: 5))
+            for i in 0..<2_000 { try await a.add(i, i); try await b.add(i, i) }
+        }
+        try await db.close()
+        let again = try await Database.open(at: dir.db)
+        let infos = Dictionary(uniqueKeysWithValues: again.stores().map { ($0.name, $0.options) })
+        #expect(infos["a"]?.internalSlotLength == StoreOptions.defaultInternalSlotLength(for: 4))
+        #expect(infos["b"]?.internalSlotLength == 5)
+        try await again.read { tx in
+            for name in ["a", "b"] {
+                let s = try await tx.openStore(name, key: Int.self, value: Int.self)
+                try await s.checkInvariants()
+                #expect(try await s.get(1_234) == 1_234)
+            }
+        }
+        #expect(try await again.check().isClean)
+        try await again.close()
+        let old = #"{"slotLength":12,"isUnique":true,"valuePlacement":"inNode","description":""}"#
+        let decoded = try JSONDecoder().decode(StoreOptions.self, from: Data(old.utf8))
+        #expect(decoded.internalSlotLength == nil && decoded.effectiveInternalSlotLength == 12)
+    }
+
     /// Iteration hands out a leaf's items in one batch: every placement, both directions and
     /// bounds that fall inside leaves give the same items as point reads, and a transaction
     /// that ends mid-iteration stops it at the next item.

@@ -1,7 +1,8 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
 // alone. Usage: sop-prof <read|scan|insert|update> [n] [rounds]; environment: SOP_PROF_DIR,
-// SOP_L1_MB, SOP_NO_COMPACTION, SOP_SLOT (slot length of the store it creates).
+// SOP_L1_MB, SOP_NO_COMPACTION, SOP_SLOT, SOP_INTERNAL (slot
+// lengths of the store it creates).
 import Foundation
 import BenchData
 import SOP
@@ -33,7 +34,9 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
     func load(_ ids: ArraySlice<Int>) async throws {
         try await db.write { tx in
             let slot = ProcessInfo.processInfo.environment["SOP_SLOT"].flatMap(Int.init) ?? StoreOptions().slotLength
-            let s = try await tx.store("kv", key: String.self, value: String.self, options: StoreOptions(slotLength: slot))
+            let fanOut = ProcessInfo.processInfo.environment["SOP_INTERNAL"].flatMap(Int.init)
+            let s = try await tx.store("kv", key: String.self, value: String.self,
+                                       options: StoreOptions(slotLength: slot, internalSlotLength: fanOut))
             for i in ids { _ = try await s.add(keys[i], values[i]) }
         }
     }
