@@ -14,6 +14,9 @@ protocol StoreWork: AnyObject {
     var hasChanges: Bool { get }
     /// Writes new separate values and returns the new nodes' encodings (added and updated).
     func prepareNodes() async throws -> [(id: SOPID, bytes: [UInt8])]
+    /// Readies the changed nodes for the L1 cache (values re-packed, sizes counted) while the
+    /// commit record is being written and synced; the transaction must not change after it.
+    func prepareCache()
     /// Puts the committed nodes into the L1 cache under their new physical IDs.
     func publish(physical: [SOPID: SOPID])
 }
@@ -558,7 +561,10 @@ public final class Transaction: @unchecked Sendable {
             try await engine.options.failpoints.hitAsync("cluster.beforeFence")
             try await cluster.verify(owner: id)
         }
-        let ids = try await engine.storage.commit(blobs: deferred.blobs) { ids, view in
+        // The commit (one write and one sync, on the I/O pool) runs while this task readies
+        // the nodes for the cache.
+        let storage = engine.storage
+        async let committed = storage.commit(blobs: deferred.blobs) { ids, view in
             let physical = locations(ids)
             var record = CommitRecord(transactionID: txID, droppedStores: droppedIDs)
             for s in storeStates {
@@ -594,6 +600,8 @@ public final class Transaction: @unchecked Sendable {
             }
             return record
         }
+        for w in works.values where w.hasChanges { w.prepareCache() }
+        let ids = try await committed
         let physical = locations(ids)
         for w in works.values where w.hasChanges { w.publish(physical: physical) }
     }

@@ -162,21 +162,37 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         return out
     }
 
-    func publish(physical: [SOPID: SOPID]) {
-        let cache = transaction.engine.cache
-        var superseded: [NodeCache.Key] = []
+    /// The changed nodes as the cache will hold them, and the cache entries they supersede
+    /// (see ``prepareCache()``).
+    private var readyForCache: [(id: SOPID, node: CachedNode, cost: Int)] = []
+    private var superseded: [NodeCache.Key] = []
+
+    func prepareCache() {
+        superseded.removeAll()
         superseded.reserveCapacity(changes.count)
         for (id, c) in changes where c != .added {
             if let f = fetched[id] { superseded.append(NodeCache.Key(physical: f.physical, type: schema.tag)) }
         }
-        cache.removeLater(superseded)
+        readyForCache.removeAll()
+        readyForCache.reserveCapacity(changes.count)
         for (id, c) in changes where c != .removed {
-            // Taken out of the working set (the transaction is over), so that re-packing the
-            // leaf's values can change its item array in place rather than copy it.
-            guard let p = physical[id], let n = working.removeValue(forKey: id) else { continue }
+            // Taken out of the working set (the transaction ends with this commit, whether it
+            // succeeds or not), so that re-packing the leaf's values can change its item array
+            // in place rather than copy it.
+            guard let n = working.removeValue(forKey: id) else { continue }
             let cached = NodeFormat.forCache(n)
-            cache.put(NodeCache.Key(physical: p, type: schema.tag), CachedNode(cached),
-                      cost: NodeFormat.cost(cached))
+            readyForCache.append((id, CachedNode(cached), NodeFormat.cost(cached)))
         }
+    }
+
+    func publish(physical: [SOPID: SOPID]) {
+        let cache = transaction.engine.cache
+        cache.removeLater(superseded)
+        for r in readyForCache {
+            guard let p = physical[r.id] else { continue }
+            cache.put(NodeCache.Key(physical: p, type: schema.tag), r.node, cost: r.cost)
+        }
+        superseded = []
+        readyForCache = []
     }
 }

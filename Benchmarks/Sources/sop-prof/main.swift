@@ -1,6 +1,6 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
-// alone. Usage: sop-prof <read|scan|insert|update> [n] [rounds]; environment: SOP_PROF_DIR,
+// alone. Usage: sop-prof <read|scan|insert|update|delete> [n] [rounds]; environment: SOP_PROF_DIR,
 // SOP_L1_MB, SOP_NO_COMPACTION, SOP_SLOT, SOP_INTERNAL (slot
 // lengths of the store it creates).
 import Foundation
@@ -84,6 +84,18 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
                 try await db.write { tx in
                     let s = try await tx.openStore("kv", key: String.self, value: String.self)
                     for i in order[start..<min(n, start + 1_000)] { _ = try await s.update(keys[i], values[(i + r + 1) % n]) }
+                    opsTime += clock.now - t
+                }
+                txTime += clock.now - t
+            }
+        case "delete":
+            // Every item, in the read order (one round empties the store; later rounds find
+            // nothing to delete).
+            for start in stride(from: 0, to: n, by: 1_000) {
+                let t = clock.now
+                try await db.write { tx in
+                    let s = try await tx.openStore("kv", key: String.self, value: String.self)
+                    for i in order[start..<min(n, start + 1_000)] { _ = try await s.remove(keys[i]) }
                     opsTime += clock.now - t
                 }
                 txTime += clock.now - t
