@@ -561,10 +561,8 @@ public final class Transaction: @unchecked Sendable {
             try await engine.options.failpoints.hitAsync("cluster.beforeFence")
             try await cluster.verify(owner: id)
         }
-        // The commit (one write and one sync, on the I/O pool) runs while this task readies
-        // the nodes for the cache.
         let storage = engine.storage
-        async let committed = storage.commit(blobs: deferred.blobs) { ids, view in
+        let prepare: @Sendable ([SOPID], any CommittedState) throws -> CommitRecord = { ids, view in
             let physical = locations(ids)
             var record = CommitRecord(transactionID: txID, droppedStores: droppedIDs)
             for s in storeStates {
@@ -600,8 +598,18 @@ public final class Transaction: @unchecked Sendable {
             }
             return record
         }
-        for w in works.values where w.hasChanges { w.prepareCache() }
-        let ids = try await committed
+        let ids: [SOPID]
+        if works.values.reduce(0, { $0 + $1.changes.count }) >= 16 {
+            // The commit (one write and one sync, on the I/O pool) runs while this task readies
+            // the nodes for the cache. (Not for a few nodes: the child task's start would cost
+            // more than it overlaps.)
+            async let committed = storage.commit(blobs: deferred.blobs, prepare)
+            for w in works.values where w.hasChanges { w.prepareCache() }
+            ids = try await committed
+        } else {
+            ids = try await storage.commit(blobs: deferred.blobs, prepare)
+            for w in works.values where w.hasChanges { w.prepareCache() }
+        }
         let physical = locations(ids)
         for w in works.values where w.hasChanges { w.publish(physical: physical) }
     }
