@@ -133,9 +133,15 @@ final class NodeCache: Sendable {
     }
 
     /// ``remove(_:)`` on the background queue (the committing transaction does not wait for
-    /// it; until it runs, the superseded entries only take room).
+    /// it; until it runs, the superseded entries only take room), or here for a few keys.
     func removeLater(_ keys: [Key]) {
         if keys.isEmpty { return }
+        // A few nodes are cheaper to drop here than to wake the queue's thread for.
+        if keys.count < 16 {
+            let dropped = clock.withLock { c in keys.compactMap { c.index[$0].map { c.drop($0) } } }
+            withExtendedLifetime(dropped) {}
+            return
+        }
         NodeCache.reaper.async { [self] in remove(keys) }
     }
 

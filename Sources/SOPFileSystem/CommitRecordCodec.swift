@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SOPCore
 
 /// Binary encoding of a ``SOPCore/CommitRecord`` (the payload of a commit record in the log):
@@ -11,6 +12,52 @@ import SOPCore
 /// ```
 /// All integers little-endian.
 enum CommitRecordCodec {
+    /// Per store, the JSON of its info split around the two fields every insert or delete
+    /// commit changes (`count`, `countVersion`), with the info it was made from (those two
+    /// fields set to marker values). Encoding the same store again with only those fields
+    /// changed splices the numbers in: `JSONEncoder` costs ~14 µs per commit otherwise, a
+    /// tenth of a single-item commit.
+    private static let templates = Mutex<[SOPID: (key: StoreInfo, parts: [[UInt8]])]>([:])
+    private static let countMarker: Int64 = -7_316_492_815_305_771_811
+    private static let versionMarker: UInt64 = 16_979_432_106_114_318_923
+
+    static func storeInfoJSON(_ info: StoreInfo) -> [UInt8] {
+        var key = info
+        key.count = countMarker
+        key.countVersion = versionMarker
+        if let t = templates.withLock({ $0[info.id] }), t.key == key {
+            var out = t.parts[0]
+            out.append(contentsOf: String(info.count).utf8)
+            out.append(contentsOf: t.parts[1])
+            out.append(contentsOf: String(info.countVersion).utf8)
+            out.append(contentsOf: t.parts[2])
+            return out
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        // StoreInfo encoding cannot fail: every field is a plain value.
+        let json = (try? enc.encode(info)).map(Array.init) ?? []
+        if let marked = (try? enc.encode(key)).map(Array.init),
+           let parts = split(marked, around: Array(String(countMarker).utf8), Array(String(versionMarker).utf8)) {
+            templates.withLock { t in
+                if t.count > 4_096 { t.removeAll() }
+                t[info.id] = (key, parts)
+            }
+        }
+        return json
+    }
+
+    /// `bytes` cut around exactly one occurrence of `a` followed later by exactly one of `b`.
+    private static func split(_ bytes: [UInt8], around a: [UInt8], _ b: [UInt8]) -> [[UInt8]]? {
+        func occurrences(_ n: [UInt8]) -> [Int] {
+            guard bytes.count >= n.count else { return [] }
+            return (0...(bytes.count - n.count)).filter { bytes[$0..<($0 + n.count)].elementsEqual(n) }
+        }
+        let ia = occurrences(a), ib = occurrences(b)
+        guard ia.count == 1, ib.count == 1, ia[0] + a.count <= ib[0] else { return nil }
+        return [Array(bytes[..<ia[0]]), Array(bytes[(ia[0] + a.count)..<ib[0]]), Array(bytes[(ib[0] + b.count)...])]
+    }
+
     static let version: UInt8 = 2
     /// Records without a sequence number (written by earlier builds) are still read.
     static let versionWithoutSequence: UInt8 = 1
@@ -25,12 +72,9 @@ enum CommitRecordCodec {
             out.append(versionWithoutSequence)
         }
         r.transactionID.append(to: &out)
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
         put32(UInt32(r.storeInfos.count), &out)
         for info in r.storeInfos {
-            // StoreInfo encoding cannot fail: every field is a plain value.
-            let json = (try? enc.encode(info)).map(Array.init) ?? []
+            let json = storeInfoJSON(info)
             put32(UInt32(json.count), &out)
             out.append(contentsOf: json)
         }

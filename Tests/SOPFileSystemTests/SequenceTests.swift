@@ -24,6 +24,32 @@ import SOPCore
         #expect(try CommitRecordCodec.decode(v2, path: "t", offset: 64) == r)
     }
 
+    /// Store infos are encoded once with JSONEncoder, then by splicing the count and its
+    /// version into the template: every variation decodes to the info encoded, and any other
+    /// change of the info makes a new template.
+    @Test func storeInfoTemplatesRoundTrip() throws {
+        var base = info("templated", count: 0)
+        base.id = SOPID(high: 9, low: 9)
+        for (count, version) in [(Int64(0), UInt64(0)), (1, 1), (-5, 2), (Int64.max, UInt64.max), (Int64.min, 7), (42, 3)] {
+            var i = base
+            i.count = count
+            i.countVersion = version
+            var r = CommitRecord(transactionID: SOPID(high: 1, low: 2), storeInfos: [i])
+            r.sequence = 9
+            let decoded = try CommitRecordCodec.decode(CommitRecordCodec.encode(r), path: "t", offset: 64)
+            #expect(decoded == r)
+            let reference = JSONEncoder()
+            reference.outputFormatting = [.sortedKeys]
+            #expect(CommitRecordCodec.storeInfoJSON(i) == Array(try reference.encode(i)))
+        }
+        var renamed = base
+        renamed.name = "other"
+        renamed.count = 3
+        var r = CommitRecord(transactionID: SOPID(high: 1, low: 2), storeInfos: [renamed])
+        r.sequence = 10
+        #expect(try CommitRecordCodec.decode(CommitRecordCodec.encode(r), path: "t", offset: 64) == r)
+    }
+
     @Test func commitsGetSequencesAndCheckpointIsAMap() async throws {
         let dir = try TempDir()
         defer { dir.remove() }

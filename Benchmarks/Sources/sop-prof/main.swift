@@ -1,6 +1,6 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
-// alone. Usage: sop-prof <read|scan|insert|update|delete> [n] [rounds]; environment: SOP_PROF_DIR,
+// alone. Usage: sop-prof <read|scan|insert|update|delete|single> [n] [rounds]; environment: SOP_PROF_DIR,
 // SOP_L1_MB, SOP_NO_COMPACTION, SOP_SLOT, SOP_INTERNAL (slot
 // lengths of the store it creates), SOP_WARM (read every key before the timed rounds).
 import Foundation
@@ -109,11 +109,25 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
                 }
                 txTime += clock.now - t
             }
+        case "single":
+            // One-insert transactions on new keys: the commit latency of the benchmark's
+            // single phase (p50 and p90 printed per round).
+            var latencies: [Duration] = []
+            for j in 0..<1_000 {
+                let t = clock.now
+                try await db.write { tx in
+                    let s = try await tx.openStore("kv", key: String.self, value: String.self)
+                    _ = try await s.add("single-\(r)-\(j)", values[j % n])
+                }
+                latencies.append(clock.now - t)
+            }
+            latencies.sort()
+            print("single round \(r): p50 \(latencies[500]), p90 \(latencies[900])")
         default: fatalError("unknown phase \(phase)")
         }
     }
     let s = (clock.now - t0) / .seconds(1)
-    let items = phase == "update" ? n / 10 : n
+    let items = phase == "update" ? n / 10 : phase == "single" ? 1_000 : n
     print("\(phase): \(rounds) rounds of \(items) in \(String(format: "%.2f", s)) s = \(Int(Double(rounds * items) / s)) items/s")
     if txTime > .zero { print("operations \(opsTime), transactions \(txTime): commit \(Int(100 * (1 - opsTime / txTime))) %") }
     let st = db.cacheStatistics
