@@ -86,7 +86,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     /// (one registry lookup either way).
     private func lookUp(_ id: SOPID) throws -> Found {
         if let n = working[id] { return .node(n) }
-        if changes[id] == .removed {
+        if !changes.isEmpty, changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
         }
         let engine = transaction.engine
