@@ -113,13 +113,9 @@ final class NodeCache: Sendable {
         }
     }
 
-    /// Drops entries (the superseded versions of nodes a commit rewrote or removed: no new
-    /// transaction can reach them, and left in place they would push live nodes out). The
-    /// nodes are released on a background queue: tearing down a leaf (a release per key and
-    /// value buffer) would otherwise be paid by the committing transaction.
-    func remove(_ keys: [Key]) {
-        if keys.isEmpty { return }
-        let dropped = clock.withLock { c in
+    /// Takes the entries of `keys` out, returning their nodes (for the caller to release).
+    private func take(_ keys: [Key]) -> [CachedNode] {
+        clock.withLock { c in
             var out: [CachedNode] = []
             out.reserveCapacity(keys.count)
             for key in keys {
@@ -128,21 +124,29 @@ final class NodeCache: Sendable {
             }
             return out
         }
+    }
+
+    /// Drops entries (the superseded versions of nodes a commit rewrote or removed, or the
+    /// originals of nodes compaction moved: no new transaction can reach them, and left in
+    /// place they would push live nodes out). The nodes are released on a background queue:
+    /// tearing down a leaf (a release per key and value buffer) costs the caller nothing.
+    func remove(_ keys: [Key]) {
+        if keys.isEmpty { return }
+        let dropped = take(keys)
         if dropped.isEmpty { return }
         NodeCache.reaper.async { withExtendedLifetime(dropped) {} }
     }
 
-    /// ``remove(_:)`` on the background queue (the committing transaction does not wait for
-    /// it; until it runs, the superseded entries only take room), or here for a few keys.
+    /// ``remove(_:)`` done entirely on the background queue (the committing transaction does
+    /// not wait for it; until it runs, the superseded entries only take room), or here for a
+    /// few keys (cheaper than waking the queue's thread).
     func removeLater(_ keys: [Key]) {
         if keys.isEmpty { return }
-        // A few nodes are cheaper to drop here than to wake the queue's thread for.
         if keys.count < 16 {
-            let dropped = clock.withLock { c in keys.compactMap { c.index[$0].map { c.drop($0) } } }
-            withExtendedLifetime(dropped) {}
+            withExtendedLifetime(take(keys)) {}
             return
         }
-        NodeCache.reaper.async { [self] in remove(keys) }
+        NodeCache.reaper.async { [self] in withExtendedLifetime(take(keys)) {} }
     }
 
     /// Where dropped nodes are released.
