@@ -472,16 +472,44 @@ public struct KeySequence<Key: Codable & Sendable, Value: Codable & Sendable>: A
         Iterator(walker: RangeWalker(store: store, from: from, to: to, descending: descending))
     }
 
-    /// Walks the range with its own cursor.
+    /// Walks the range with its own cursor, a leaf at a time (as ``ItemSequence/Iterator``).
     public struct Iterator: AsyncIteratorProtocol {
-        var walker: RangeWalker<Key, Value>
+        @usableFromInline var walker: RangeWalker<Key, Value>
+        /// The keys of the current leaf, and the index of the next one to hand out.
+        @usableFromInline var batch: [KeyEntry<Key>] = []
+        @usableFromInline var position = 0
+        @usableFromInline let transaction: Transaction
+
+        init(walker: RangeWalker<Key, Value>) {
+            self.walker = walker
+            self.transaction = walker.store.transaction
+        }
 
         /// The next key, or `nil` at the end of the range.
+        @inlinable
         public mutating func next() async throws -> KeyEntry<Key>? {
-            let found: BTreeItem<EKey, ValueBox>?
-            if let fast = try walker.nextInLeaf() { found = fast } else { found = try await walker.next() }
-            guard let it = found else { return nil }
-            return KeyEntry(key: walker.store.ordering.fromEngine(it.key), id: it.id)
+            if position < batch.count {
+                try transaction.checkActive()
+                position += 1
+                return batch[position - 1]
+            }
+            return try await nextLeaf()
+        }
+
+        /// Decodes the next leaf's keys into the batch and returns the first.
+        @usableFromInline
+        mutating func nextLeaf() async throws -> KeyEntry<Key>? {
+            batch.removeAll(keepingCapacity: true)
+            position = 0
+            guard let first = try await walker.next() else { return nil }
+            let ordering = walker.store.ordering
+            batch.append(KeyEntry(key: ordering.fromEngine(first.key), id: first.id))
+            // The rest of the leaf (the transaction's state is checked as each is handed out).
+            while let more = try? walker.nextInLeaf(), let it = more {
+                batch.append(KeyEntry(key: ordering.fromEngine(it.key), id: it.id))
+            }
+            position = 1
+            return batch[0]
         }
     }
 }

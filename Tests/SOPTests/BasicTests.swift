@@ -172,6 +172,12 @@ struct Person: Codable, Sendable, Equatable {
             var down: [Int] = []
             for try await it in s.range(to: 50, descending: true) { down.append(it.key) }
             #expect(down == Array(stride(from: 48, through: 0, by: -3)))
+            var keysOnly: [Int] = []
+            for try await k in s.keys(from: 100, to: 700) { keysOnly.append(k.key) }
+            #expect(keysOnly == keys)
+            var keysDown: [Int] = []
+            for try await k in s.keys(from: 600, descending: true) { keysDown.append(k.key) }
+            #expect(keysDown == Array(stride(from: 897, through: 600, by: -3)))
             var count = 0
             for try await it in s.range() {
                 #expect(it.key == count * 3)
@@ -190,6 +196,16 @@ struct Person: Codable, Sendable, Equatable {
             }
         }
         #expect(e != nil && seen == 3)
+        let tx2 = try await db.beginTransaction(.forReading)
+        let s2 = try await tx2.openStore("r", key: Int.self, value: String.self)
+        var seenKeys = 0
+        let e2 = await expectSOPError(.invalidState) {
+            for try await _ in s2.keys() {
+                seenKeys += 1
+                if seenKeys == 3 { await tx2.rollback() }
+            }
+        }
+        #expect(e2 != nil && seenKeys == 3)
         try await db.close()
     }
 
