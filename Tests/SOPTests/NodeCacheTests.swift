@@ -1,3 +1,4 @@
+import Foundation
 @testable import SOP
 import SOPBTree
 import SOPCore
@@ -32,6 +33,31 @@ import Testing
         #expect(cache.get(key(12)) == nil)
         let s = cache.statistics
         #expect(s.hits >= 4 && s.misses >= 2)
+    }
+
+    /// Commits drop the cached versions they supersede: rewriting the same leaves over and
+    /// over leaves one cached version of each, not one per commit.
+    @Test func commitsDropSupersededVersions() async throws {
+        let dir = TempDir("l1")
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        try await db.write { tx in
+            let s = try await tx.createStore("k", key: Int.self, value: String.self, options: StoreOptions(slotLength: 8))
+            for i in 0..<40 { try await s.add(i, "v") }
+        }
+        let before = db.cacheStatistics.entries
+        for round in 0..<60 {
+            try await db.write { tx in
+                let s = try await tx.openStore("k", key: Int.self, value: String.self)
+                for i in 0..<40 { try await s.update(i, "v\(round)") }
+            }
+        }
+        // 40 items in leaves of 8: at most ~10 leaves and a root.
+        #expect(before <= 12)
+        #expect(db.cacheStatistics.entries <= 12, "\(db.cacheStatistics.entries) cached nodes for ~10 live ones")
+        let last = try await db.read { tx in try await tx.openStore("k", key: Int.self, value: String.self).get(39) }
+        #expect(last == "v59")
+        try await db.close()
     }
 
     @Test func replacingAndRemovingKeepTheByteCount() {
