@@ -61,6 +61,16 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
     // Update: time inside the transaction's body (the operations) against the whole
     // transaction (operations and commit).
     var opsTime = Duration.zero, txTime = Duration.zero
+    /// One write transaction applying `op` to `ids`, adding to the two times.
+    func timedWrite(_ ids: ArraySlice<Int>, _ op: (Store<String, String>, Int) async throws -> Void) async throws {
+        let t = clock.now
+        try await db.write { tx in
+            let s = try await tx.openStore("kv", key: String.self, value: String.self)
+            for i in ids { try await op(s, i) }
+            opsTime += clock.now - t
+        }
+        txTime += clock.now - t
+    }
     let t0 = clock.now
     for r in 0..<rounds {
         switch phase {
@@ -89,25 +99,15 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
             for start in stride(from: 0, to: n, by: 1_000) { try await load(order[start..<min(n, start + 1_000)]) }
         case "update":
             for start in stride(from: 0, to: n / 10, by: 1_000) {
-                let t = clock.now
-                try await db.write { tx in
-                    let s = try await tx.openStore("kv", key: String.self, value: String.self)
-                    for i in order[start..<min(n, start + 1_000)] { _ = try await s.update(keys[i], values[(i + r + 1) % n]) }
-                    opsTime += clock.now - t
+                try await timedWrite(order[start..<min(n, start + 1_000)]) { s, i in
+                    _ = try await s.update(keys[i], values[(i + r + 1) % n])
                 }
-                txTime += clock.now - t
             }
         case "delete":
             // Every item, in the read order (one round empties the store; later rounds find
             // nothing to delete).
             for start in stride(from: 0, to: n, by: 1_000) {
-                let t = clock.now
-                try await db.write { tx in
-                    let s = try await tx.openStore("kv", key: String.self, value: String.self)
-                    for i in order[start..<min(n, start + 1_000)] { _ = try await s.remove(keys[i]) }
-                    opsTime += clock.now - t
-                }
-                txTime += clock.now - t
+                try await timedWrite(order[start..<min(n, start + 1_000)]) { s, i in _ = try await s.remove(keys[i]) }
             }
         case "single":
             // One-insert transactions on new keys: the commit latency of the benchmark's
