@@ -227,21 +227,9 @@ extension Engine {
     }
 
     /// Serves the copies of moved nodes from the decoded nodes cached for the originals (same
-    /// bytes, so the same node): without this every moved node would be read and decoded
-    /// again. The originals' entries are dropped (no new transaction can reach them).
+    /// bytes, so the same node): without this every moved node would be read and decoded again.
     private func aliasMovedNodes(_ moved: [SOPID: SOPID]) {
-        let tags = nodeTypeTags.all
-        if tags.isEmpty || moved.isEmpty { return }
-        var superseded: [NodeCache.Key] = []
-        for (old, new) in moved {
-            for tag in tags {
-                let key = NodeCache.Key(physical: old, type: tag)
-                guard let cached = cache.get(key) else { continue }
-                cache.put(NodeCache.Key(physical: new, type: tag), cached, cost: NodeFormat.cost(cached.node))
-                superseded.append(key)
-            }
-        }
-        cache.remove(superseded)
+        cache.rebind(moved)
     }
 
     private struct LeafLocks {
@@ -321,23 +309,4 @@ extension Database {
     package var logSegments: [SegmentUsage] {
         engine.fileStorage?.segmentUsage() ?? []
     }
-}
-
-/// The type tags under which decoded nodes are cached (one per key and value type pair in
-/// use), noted when nodes are loaded: one relaxed atomic load per load in the common case.
-final class NodeTypeTags: Sendable {
-    /// The tag noted last (its bit pattern), so the common case takes no lock.
-    private let last = Atomic<UInt>(0)
-    private let known = Mutex<[ObjectIdentifier]>([])
-
-    func note(_ tag: ObjectIdentifier) {
-        let bits = UInt(bitPattern: tag)
-        if last.load(ordering: .relaxed) == bits { return }
-        known.withLock { k in
-            if !k.contains(tag) { k.append(tag) }
-        }
-        last.store(bits, ordering: .relaxed)
-    }
-
-    var all: [ObjectIdentifier] { known.withLock { $0 } }
 }

@@ -93,8 +93,6 @@ final class Engine: Sendable {
     let reads = Mutex(ReadStatistics())
     /// Active transactions and compaction runs (standalone; see Compaction.swift).
     let compaction = CompactionCoordinator()
-    /// The types of decoded nodes in the L1 cache (compaction re-keys moved nodes).
-    let nodeTypeTags = NodeTypeTags()
 
     init(storage: any StorageBackend, locker: any Locker, cache: NodeCache, l2: (any L2Cache)?,
          options: DatabaseOptions, path: String, cluster: ClusterCoordinator? = nil, l2TTL: Duration? = nil) {
@@ -110,17 +108,10 @@ final class Engine: Sendable {
         self.path = path
     }
 
-    /// A committed node if L1 has it.
-    @inline(__always)
-    func cachedNode(_ handle: Handle, schema: KeySchema) -> EngineNode? {
-        cache.get(NodeCache.Key(physical: handle.active, type: schema.tag))?.node
-    }
-
-    /// Loads a committed node that ``cachedNode(_:schema:)`` did not have: reads the blob,
-    /// decodes it and caches it.
-    func loadNode(_ handle: Handle, schema: KeySchema) async throws -> EngineNode {
-        nodeTypeTags.note(schema.tag)
-        let key = NodeCache.Key(physical: handle.active, type: schema.tag)
+    /// Loads a committed node that the L1 cache did not have (see
+    /// ``TxNodeRepository``): reads the blob, decodes it and caches it, confirmed at `epoch`
+    /// (the handle epoch read before the registry returned `handle`).
+    func loadNode(_ handle: Handle, epoch: UInt64, schema: KeySchema) async throws -> EngineNode {
         // Standalone, the L2 is in this process: caching node blobs there would only
         // duplicate L1 (and the OS page cache), so nodes go through it only when it is shared.
         let bytes = options.coordination == .standalone
@@ -135,7 +126,8 @@ final class Engine: Sendable {
         // Cached with its values in a buffer of their own (the blob read also holds keys and
         // IDs: kept, it would cost the cache 70 % more than the values).
         let cached = NodeFormat.forCache(node)
-        cache.put(key, CachedNode(cached), cost: NodeFormat.cost(cached))
+        cache.put(NodeCache.Key(logical: handle.logicalID, type: schema.tag), cached,
+                  physical: handle.active, version: handle.version, epoch: epoch, cost: NodeFormat.cost(cached))
         return cached
     }
 

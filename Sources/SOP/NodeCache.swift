@@ -3,61 +3,148 @@ import SOPBTree
 import SOPCore
 import Synchronization
 
-/// The L1 cache: decoded nodes by physical ID, shared by every transaction of the process,
-/// bounded in bytes, evicted by CLOCK (second chance): a hit only sets the entry's
-/// referenced bit, so a read touches one entry instead of relinking three in a list (at a
-/// million items those were three more cache misses per lookup); eviction sweeps a hand over
-/// the entries, sparing (and clearing) each referenced one once.
+/// The L1 cache: decoded nodes by logical ID, shared by every transaction of the process,
+/// bounded in bytes, evicted by CLOCK (second chance).
 ///
-/// A blob never changes once written, so a decoded node is immutable and safe to share;
-/// transactions always ask the registry which physical blob is current before looking here,
-/// so the cache can never serve a stale node.
+/// Each entry names the blob its node was decoded from (a blob never changes once written,
+/// so a decoded node is immutable and safe to share) and the registry version of that blob.
+/// A transaction may use an entry without asking the registry only when the entry was
+/// confirmed at the storage's current handle epoch (``StorageBackend/handleEpoch``): no
+/// handle has changed since, so the entry's blob is still the node's current one. Otherwise
+/// it asks the registry and then ``get(_:physical:version:epoch:)`` for that blob, which
+/// confirms the entry at the epoch read before the registry lookup. The cache can never serve
+/// a node other than the registry's current one.
+///
+/// The table is open-addressed (linear probing, entries stored in the slots): a lookup
+/// touches the slot and the node, not a hash index, a key array, a value array and an entry
+/// array as a dictionary beside an entry list would (at a million items each of those was a
+/// cache miss per lookup). A hit only sets the entry's referenced bit; eviction sweeps a hand
+/// over the slots, sparing (and clearing) each referenced entry once.
 final class NodeCache: Sendable {
     struct Key: Hashable, Sendable {
-        var physical: SOPID
+        /// The node's logical ID.
+        var logical: SOPID
+        /// The decoded form (see ``KeySchema/tag``).
         var type: ObjectIdentifier
 
-        /// The physical ID's fast hash (see `SOPID._rawHashValue`) mixed with the form.
-        func _rawHashValue(seed: Int) -> Int {
-            physical._rawHashValue(seed: seed ^ Int(bitPattern: UInt(bitPattern: type)))
+        /// Where the key's probe sequence starts in a table of `mask + 1` slots.
+        @inline(__always)
+        func home(_ mask: Int) -> Int {
+            var z = logical.high ^ (logical.low &* 0x9E37_79B9_7F4A_7C15)
+                ^ UInt64(UInt(bitPattern: type))
+            z = (z ^ (z >> 32)) &* 0xD6E8_FEB8_6659_FD93
+            return Int(truncatingIfNeeded: z >> 16) & mask
         }
     }
 
-    private struct Entry {
-        var key: Key
-        var value: CachedNode
-        var cost: Int
-        var referenced: Bool
-        var occupied: Bool
+    /// An entry usable without a registry lookup.
+    struct Hit {
+        var node: EngineNode
+        var physical: SOPID
+        var version: UInt32
     }
 
-    private struct Clock {
-        var index: [Key: Int] = [:]
-        var entries: [Entry] = []
-        var free: [Int] = []
+    /// The epoch of an entry not yet confirmed against the registry.
+    static let unconfirmed = UInt64.max
+
+    private struct Slot {
+        var key: Key
+        var node: EngineNode?
+        var physical: SOPID
+        var epoch: UInt64
+        var cost: Int
+        var version: UInt32
+        var referenced: Bool
+
+        static let empty = Slot(key: Key(logical: .zero, type: ObjectIdentifier(Slot.self)), node: nil,
+                                physical: .zero, epoch: NodeCache.unconfirmed, cost: 0, version: 0, referenced: false)
+    }
+
+    private struct Table {
+        var slots = [Slot](repeating: .empty, count: 64)
+        var mask = 63
+        var count = 0
         var hand = 0
         var bytes = 0
         var hits = 0
         var misses = 0
 
-        /// Frees slot `i`, returning the node it held (to be released by the caller).
-        @discardableResult
-        mutating func drop(_ i: Int) -> CachedNode {
-            let node = entries[i].value
-            index[entries[i].key] = nil
-            bytes -= entries[i].cost
-            entries[i].value = NodeCache.evicted
-            entries[i].cost = 0
-            entries[i].occupied = false
-            entries[i].referenced = false
-            free.append(i)
+        /// The slot holding `key`, if any.
+        @inline(__always)
+        func find(_ key: Key) -> Int? {
+            var i = key.home(mask)
+            while slots[i].node != nil {
+                if slots[i].key == key { return i }
+                i = (i &+ 1) & mask
+            }
+            return nil
+        }
+
+        /// Empties slot `i`, shifting later entries of its probe run back (so lookups never
+        /// need tombstones), and returns the node it held.
+        mutating func remove(at i: Int) -> EngineNode? {
+            let node = slots[i].node
+            bytes -= slots[i].cost
+            count -= 1
+            var hole = i, j = i
+            while true {
+                j = (j &+ 1) & mask
+                guard slots[j].node != nil else { break }
+                let home = slots[j].key.home(mask)
+                // Entry j may fill the hole unless its home lies cyclically in (hole, j].
+                let between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j)
+                if !between {
+                    slots[hole] = slots[j]
+                    hole = j
+                }
+            }
+            slots[hole] = .empty
             return node
+        }
+
+        /// Puts an entry in the first free slot of its probe sequence (the key is not present).
+        mutating func insert(_ s: Slot) {
+            if (count + 1) * 10 > (mask + 1) * 7 { grow() }
+            var i = s.key.home(mask)
+            while slots[i].node != nil { i = (i &+ 1) & mask }
+            slots[i] = s
+            count += 1
+            bytes += s.cost
+        }
+
+        mutating func grow() {
+            let old = slots
+            slots = [Slot](repeating: .empty, count: old.count * 2)
+            mask = slots.count - 1
+            hand = 0
+            for s in old where s.node != nil {
+                var i = s.key.home(mask)
+                while slots[i].node != nil { i = (i &+ 1) & mask }
+                slots[i] = s
+            }
+        }
+
+        /// Evicts until the entries fit `capacity`, sparing `keep`; returns the evicted nodes.
+        mutating func evict(to capacity: Int, keep: Key?, into out: inout [EngineNode]) {
+            // At most two turns of the hand: the first clears every referenced bit it passes.
+            // (A removal does not move the hand, so it does not count as a step: the entry
+            // after it may have shifted into its slot.)
+            var steps = 2 * slots.count
+            while bytes > capacity, steps > 0 {
+                if hand > mask { hand = 0 }
+                let h = hand
+                if slots[h].node != nil, slots[h].key != keep, !slots[h].referenced, let n = remove(at: h) {
+                    out.append(n)
+                    continue
+                }
+                slots[h].referenced = false
+                hand += 1
+                steps -= 1
+            }
         }
     }
 
-    private let clock = Mutex(Clock())
-    /// Placeholder left in a freed slot.
-    private static let evicted = CachedNode(BTreeNode(id: .zero))
+    private let table = Mutex(Table())
     /// The byte budget.
     let capacity: Int
 
@@ -65,88 +152,118 @@ final class NodeCache: Sendable {
         self.capacity = capacity
     }
 
-    func get(_ key: Key) -> CachedNode? {
-        clock.withLock { c in
-            guard let i = c.index[key] else {
-                c.misses += 1
+    /// The entry of `key` if it was confirmed at `epoch` (then its blob is the node's current
+    /// one). Counts a hit; a `nil` counts nothing (the caller goes on to
+    /// ``get(_:physical:version:epoch:)``).
+    @inline(__always)
+    func current(_ key: Key, epoch: UInt64) -> Hit? {
+        table.withLock { t in
+            guard let i = t.find(key), t.slots[i].epoch == epoch, let node = t.slots[i].node else { return nil }
+            t.hits += 1
+            t.slots[i].referenced = true
+            return Hit(node: node, physical: t.slots[i].physical, version: t.slots[i].version)
+        }
+    }
+
+    /// The node decoded from blob `physical`, which the registry named current for `key` after
+    /// the handle epoch read `epoch`: the entry is confirmed at that epoch. Counts a hit or a miss.
+    func get(_ key: Key, physical: SOPID, version: UInt32, epoch: UInt64) -> EngineNode? {
+        table.withLock { t in
+            guard let i = t.find(key), t.slots[i].physical == physical, let node = t.slots[i].node else {
+                t.misses += 1
                 return nil
             }
-            c.hits += 1
-            c.entries[i].referenced = true
-            return c.entries[i].value
+            t.hits += 1
+            t.slots[i].referenced = true
+            t.slots[i].version = version
+            t.slots[i].epoch = epoch
+            return node
         }
     }
 
-    func put(_ key: Key, _ value: CachedNode, cost: Int) {
-        guard cost <= capacity else { return }
-        clock.withLock { c in
-            let mine: Int
-            if let i = c.index[key] {
-                c.bytes += cost - c.entries[i].cost
-                c.entries[i].value = value
-                c.entries[i].cost = cost
-                c.entries[i].referenced = true
-                mine = i
-            } else {
-                // New entries start unreferenced: a node read once (a scan) goes first.
-                let e = Entry(key: key, value: value, cost: cost, referenced: false, occupied: true)
-                let i: Int
-                if let f = c.free.popLast() { c.entries[f] = e; i = f } else { c.entries.append(e); i = c.entries.count - 1 }
-                c.index[key] = i
-                c.bytes += cost
-                mine = i
-            }
-            // At most two sweeps: the first clears every referenced bit it passes.
-            var steps = 2 * c.entries.count
-            while c.bytes > capacity, steps > 0 {
-                steps -= 1
-                if c.hand >= c.entries.count { c.hand = 0 }
-                let h = c.hand
-                c.hand += 1
-                guard c.entries[h].occupied, h != mine else { continue }
-                if c.entries[h].referenced {
-                    c.entries[h].referenced = false
+    /// One entry for ``put(_:)``.
+    struct Entry {
+        var key: Key
+        var node: EngineNode
+        var physical: SOPID
+        var version: UInt32 = 0
+        /// The handle epoch read before the registry named `physical` current, or
+        /// ``NodeCache/unconfirmed``.
+        var epoch: UInt64 = NodeCache.unconfirmed
+        var cost: Int
+    }
+
+    /// Caches entries (replacing what their keys held) and evicts as needed; returns the nodes
+    /// replaced or evicted, for the caller to release outside the lock (or hand to
+    /// ``release(_:)``).
+    @discardableResult
+    func put(_ entries: [Entry]) -> [EngineNode] {
+        var out: [EngineNode] = []
+        table.withLock { t in
+            for e in entries where e.cost <= capacity {
+                let slot = Slot(key: e.key, node: e.node, physical: e.physical, epoch: e.epoch, cost: e.cost,
+                                version: e.version, referenced: false)
+                if let i = t.find(e.key) {
+                    if let old = t.slots[i].node { out.append(old) }
+                    t.bytes += e.cost - t.slots[i].cost
+                    // A new version of a node in use stays referenced.
+                    let referenced = t.slots[i].referenced
+                    t.slots[i] = slot
+                    t.slots[i].referenced = referenced
                 } else {
-                    c.drop(h)
+                    // New entries start unreferenced: a node read once (a scan) goes first.
+                    t.insert(slot)
                 }
+                t.evict(to: capacity, keep: e.key, into: &out)
             }
         }
+        return out
     }
 
-    /// Takes the entries of `keys` out, returning their nodes (for the caller to release).
-    private func take(_ keys: [Key]) -> [CachedNode] {
-        clock.withLock { c in
-            var out: [CachedNode] = []
-            out.reserveCapacity(keys.count)
+    /// Caches one entry (see ``put(_:)``); what it displaces is released here.
+    func put(_ key: Key, _ node: EngineNode, physical: SOPID, version: UInt32, epoch: UInt64, cost: Int) {
+        let displaced = put([Entry(key: key, node: node, physical: physical, version: version, epoch: epoch, cost: cost)])
+        withExtendedLifetime(displaced) {}
+    }
+
+    /// Drops the entries of `keys` (nodes a commit removed: no new transaction can reach them,
+    /// and left in place they would push live nodes out).
+    func remove(_ keys: [Key]) {
+        if keys.isEmpty { return }
+        let dropped = table.withLock { t -> [EngineNode] in
+            var out: [EngineNode] = []
             for key in keys {
-                guard let i = c.index[key] else { continue }
-                out.append(c.drop(i))
+                if let i = t.find(key), let n = t.remove(at: i) { out.append(n) }
             }
             return out
         }
+        release(dropped)
     }
 
-    /// Drops entries (the superseded versions of nodes a commit rewrote or removed, or the
-    /// originals of nodes compaction moved: no new transaction can reach them, and left in
-    /// place they would push live nodes out). The nodes are released on a background queue:
-    /// tearing down a leaf (a release per key and value buffer) costs the caller nothing.
-    func remove(_ keys: [Key]) {
-        if keys.isEmpty { return }
-        let dropped = take(keys)
-        if dropped.isEmpty { return }
-        NodeCache.reaper.async { withExtendedLifetime(dropped) {} }
-    }
-
-    /// ``remove(_:)`` done entirely on the background queue (the committing transaction does
-    /// not wait for it; until it runs, the superseded entries only take room), or here for a
-    /// few keys (cheaper than waking the queue's thread).
-    func removeLater(_ keys: [Key]) {
-        if keys.isEmpty { return }
-        if keys.count < 16 {
-            withExtendedLifetime(take(keys)) {}
+    /// Releases dropped nodes: a few here, more on a background queue (tearing down a leaf,
+    /// a release per key and value buffer, then costs the committing transaction nothing).
+    func release(_ nodes: [EngineNode]) {
+        if nodes.count < 16 {
+            withExtendedLifetime(nodes) {}
             return
         }
-        NodeCache.reaper.async { [self] in withExtendedLifetime(take(keys)) {} }
+        NodeCache.reaper.async { withExtendedLifetime(nodes) {} }
+    }
+
+    /// Compaction copied blobs (`moved`: old physical ID to new): entries decoded from an old
+    /// blob now name its copy (same bytes, so the same node), unconfirmed until a
+    /// transaction finds the copy current. Without this every moved node would be read and
+    /// decoded again.
+    func rebind(_ moved: [SOPID: SOPID]) {
+        if moved.isEmpty { return }
+        table.withLock { t in
+            for i in 0...t.mask where t.slots[i].node != nil {
+                if let new = moved[t.slots[i].physical] {
+                    t.slots[i].physical = new
+                    t.slots[i].epoch = NodeCache.unconfirmed
+                }
+            }
+        }
     }
 
     /// Where dropped nodes are released.
@@ -154,12 +271,6 @@ final class NodeCache: Sendable {
 
     /// Bytes currently held, entries, hits and misses.
     var statistics: (bytes: Int, entries: Int, hits: Int, misses: Int) {
-        clock.withLock { ($0.bytes, $0.index.count, $0.hits, $0.misses) }
+        table.withLock { ($0.bytes, $0.count, $0.hits, $0.misses) }
     }
-}
-
-/// A decoded node as the L1 cache holds it (a class: a hit hands out one reference).
-final class CachedNode: Sendable {
-    let node: EngineNode
-    init(_ node: EngineNode) { self.node = node }
 }

@@ -1,10 +1,9 @@
 import SOPBTree
 import SOPCore
 
-/// A committed node a transaction read: the version it re-checks and the blob it came from.
+/// A committed node a transaction read: the version it re-checks.
 struct FetchedNode {
     var version: UInt32
-    var physical: SOPID
 }
 
 /// One store's working set inside one transaction: the B-tree's node repository.
@@ -32,9 +31,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     let schema: KeySchema
     var working: [SOPID: EngineNode] = [:]
     var changes: [SOPID: NodeChange] = [:]
-    /// The committed nodes this transaction read: their registry version (re-checked at
-    /// commit) and the physical blob they were read from (dropped from L1 when the commit
-    /// supersedes it).
+    /// The committed nodes this transaction read: their registry version (re-checked at commit).
     var fetched: [SOPID: FetchedNode] = [:]
     var countDelta: Int64 = 0
     var observedCountVersion: UInt64?
@@ -62,9 +59,9 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     func fetch(_ id: SOPID) async throws -> EngineNode {
         switch try lookUp(id) {
         case .node(let n): return n
-        case .load(let h):
-            let node = try await transaction.engine.loadNode(h, schema: schema)
-            fetched[id] = FetchedNode(version: h.version, physical: h.active)
+        case .load(let h, let epoch):
+            let node = try await transaction.engine.loadNode(h, epoch: epoch, schema: schema)
+            fetched[id] = FetchedNode(version: h.version)
             working[id] = node
             return node
         }
@@ -78,23 +75,35 @@ final class TxNodeRepository: NodeRepository, StoreWork {
 
     private enum Found {
         case node(EngineNode)
-        /// Not at hand: the committed node to load.
-        case load(Handle)
+        /// Not at hand: the committed node to load, and the handle epoch read before its
+        /// handle (for the cache).
+        case load(Handle, UInt64)
     }
 
-    /// The node from the working set or L1 (recorded as fetched), or the handle to load it by
-    /// (one registry lookup either way).
+    /// The node from the working set or L1 (recorded as fetched), or the handle to load it by.
+    /// An L1 entry confirmed at the current handle epoch needs no registry lookup (see
+    /// ``NodeCache``); otherwise the registry names the current blob, and L1 may hold it.
     private func lookUp(_ id: SOPID) throws -> Found {
         if let n = working[id] { return .node(n) }
         if !changes.isEmpty, changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
         }
         let engine = transaction.engine
+        let key = NodeCache.Key(logical: id, type: schema.tag)
+        // Read before the registry: an entry confirmed at this value is current while it lasts.
+        let epoch = engine.storage.handleEpoch
+        if let hit = engine.cache.current(key, epoch: epoch) {
+            fetched[id] = FetchedNode(version: hit.version)
+            working[id] = hit.node
+            return .node(hit.node)
+        }
         guard let h = engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
-        guard let node = engine.cachedNode(h, schema: schema) else { return .load(h) }
-        fetched[id] = FetchedNode(version: h.version, physical: h.active)
-        working[id] = node
-        return .node(node)
+        guard let cached = engine.cache.get(key, physical: h.active, version: h.version, epoch: epoch) else {
+            return .load(h, epoch)
+        }
+        fetched[id] = FetchedNode(version: h.version)
+        working[id] = cached
+        return .node(cached)
     }
 
     /// The tree changed under this transaction (a node it was led to no longer exists).
@@ -162,16 +171,15 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         return out
     }
 
-    /// The changed nodes as the cache will hold them, and the cache entries they supersede
+    /// The changed nodes as the cache will hold them, and the cache keys of the nodes removed
     /// (see ``prepareCache()``).
-    private var readyForCache: [(id: SOPID, node: CachedNode, cost: Int)] = []
-    private var superseded: [NodeCache.Key] = []
+    private var readyForCache: [(id: SOPID, node: EngineNode, cost: Int)] = []
+    private var removedKeys: [NodeCache.Key] = []
 
     func prepareCache() {
-        superseded.removeAll()
-        superseded.reserveCapacity(changes.count)
-        for (id, c) in changes where c != .added {
-            if let f = fetched[id] { superseded.append(NodeCache.Key(physical: f.physical, type: schema.tag)) }
+        removedKeys.removeAll()
+        for (id, c) in changes where c == .removed {
+            removedKeys.append(NodeCache.Key(logical: id, type: schema.tag))
         }
         readyForCache.removeAll()
         readyForCache.reserveCapacity(changes.count)
@@ -181,18 +189,25 @@ final class TxNodeRepository: NodeRepository, StoreWork {
             // in place rather than copy it.
             guard let n = working.removeValue(forKey: id) else { continue }
             let cached = NodeFormat.forCache(n)
-            readyForCache.append((id, CachedNode(cached), NodeFormat.cost(cached)))
+            readyForCache.append((id, cached, NodeFormat.cost(cached)))
         }
     }
 
+    /// Caches the committed nodes under their new blobs (replacing the versions they
+    /// supersede, which no new transaction can reach) and drops the removed ones. The new
+    /// entries are unconfirmed: the first transaction to use one asks the registry once.
     func publish(physical: [SOPID: SOPID]) {
         let cache = transaction.engine.cache
-        cache.removeLater(superseded)
+        var entries: [NodeCache.Entry] = []
+        entries.reserveCapacity(readyForCache.count)
         for r in readyForCache {
             guard let p = physical[r.id] else { continue }
-            cache.put(NodeCache.Key(physical: p, type: schema.tag), r.node, cost: r.cost)
+            entries.append(NodeCache.Entry(key: NodeCache.Key(logical: r.id, type: schema.tag), node: r.node,
+                                           physical: p, cost: r.cost))
         }
-        superseded = []
+        cache.release(cache.put(entries))
+        cache.remove(removedKeys)
+        removedKeys = []
         readyForCache = []
     }
 }

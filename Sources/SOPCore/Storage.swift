@@ -66,10 +66,12 @@ public protocol StorageBackend: AnyObject, Sendable {
     func storeInfo(id: SOPID) -> StoreInfo?
     /// The committed handle of a node, or `nil` when the node does not exist.
     func handle(store: SOPID, logicalID: SOPID) -> Handle?
-    /// A number that changes whenever a committed handle changes or a store is dropped (read
-    /// under the same lock as the handles). Two equal readings mean every handle read between
-    /// them is still current: a transaction whose begin and commit read the same value needs
-    /// no per-node re-check.
+    /// A number that grows whenever a committed handle changes or a store is dropped (the new
+    /// value is published before the handles' lock is released). A handle read after a
+    /// reading of this value is current for as long as the value stays the same: a
+    /// transaction whose begin and commit read the same value needs no per-node re-check, and
+    /// the L1 cache serves a node it confirmed at the current value without a registry
+    /// lookup. Cheap to read (no lock).
     var handleEpoch: UInt64 { get }
     /// Every committed handle of a store (for checks and for dropping).
     func handles(store: SOPID) -> [Handle]

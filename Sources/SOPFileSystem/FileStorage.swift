@@ -95,6 +95,9 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     /// Bytes of the current segment allocated ahead (guarded by `commitLock`).
     nonisolated(unsafe) private var allocated: UInt64 = 0
     let state: Mutex<State>
+    /// `State.handleEpoch`, stored (under `state`'s lock) after every apply that changes it,
+    /// so that the hot path reads it without the lock.
+    private let handleEpochMirror = Atomic<UInt64>(0)
     /// Set by the engine (standalone): see ``setCompactionHooks(readerHorizon:logGrew:)``.
     let hooks = Mutex<CompactionHooks>(CompactionHooks())
     /// Set by the first write-path failure: the process's view of the files is no longer
@@ -173,6 +176,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
         self.failpoints = options.failpoints
         self.directoryLock = lock
         self.state = Mutex(state)
+        handleEpochMirror.store(state.handleEpoch, ordering: .releasing)
     }
 
     // MARK: - Opening and recovery
@@ -529,7 +533,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
     }
 
     public var handleEpoch: UInt64 {
-        state.withLock { $0.handleEpoch }
+        handleEpochMirror.load(ordering: .acquiring)
     }
 
     public func handles(store: SOPID) -> [Handle] {
@@ -689,6 +693,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
                 st.logBytesSinceCheckpoint += f.end - (st.applied[f.segment] ?? f.offset)
                 st.applied[f.segment] = f.end
             }
+            handleEpochMirror.store(st.handleEpoch, ordering: .releasing)
         }
     }
 
@@ -783,6 +788,7 @@ public final class FileStorage: StorageBackend, @unchecked Sendable {
             let size = seg.end
             let bytes = state.withLock { st -> UInt64 in
                 FileStorage.apply(record, to: &st, root: root)
+                handleEpochMirror.store(st.handleEpoch, ordering: .releasing)
                 st.lastSequence = record.sequence ?? st.lastSequence
                 st.applied[seg.number] = recordEnd
                 let appended = (at - start) + LogSegment.framedSize(payloadLength: payload.count)
