@@ -893,13 +893,23 @@ public final class BTree<Repo: NodeRepository> {
                 var left = try await fetchChecked(parent.children[ci - 1])
                 guard left.isLeaf == node.isLeaf else { throw corrupt("sibling of another level", left.id) }
                 if size(left) > minimum(left) {
+                    // Half the difference moves (at least one): moving a single entry would
+                    // leave the node at its minimum, so that the next removal from it
+                    // rewrites the sibling and the parent again.
+                    let k = Swift.max(1, (size(left) - size(node)) / 2)
                     if node.isLeaf {
-                        node.items.insert(left.items.removeLast(), at: 0)
+                        node.items.insert(contentsOf: left.items.suffix(k), at: 0)
+                        left.items.removeLast(k)
                         parent.separators[ci - 1] = Separator(key: node.items[0].key, id: node.items[0].id)
                     } else {
-                        node.separators.insert(parent.separators[ci - 1], at: 0)
-                        node.children.insert(left.children.removeLast(), at: 0)
-                        parent.separators[ci - 1] = left.separators.removeLast()
+                        // The parent's separator comes down (after the left's last k - 1, which
+                        // move with their children); the left's k-th from last goes up.
+                        let m = left.separators.count
+                        node.separators.insert(contentsOf: left.separators[(m - k + 1)...] + [parent.separators[ci - 1]], at: 0)
+                        node.children.insert(contentsOf: left.children.suffix(k), at: 0)
+                        parent.separators[ci - 1] = left.separators[m - k]
+                        left.separators.removeLast(k)
+                        left.children.removeLast(k)
                     }
                     repository.update(left)
                     repository.update(node)
@@ -930,13 +940,19 @@ public final class BTree<Repo: NodeRepository> {
                 guard right.isLeaf == node.isLeaf else { throw corrupt("sibling of another level", right.id) }
                 if size(right) > minimum(right) {
                     var right = right
+                    let k = Swift.max(1, (size(right) - size(node)) / 2)
                     if node.isLeaf {
-                        node.items.append(right.items.removeFirst())
+                        node.items.append(contentsOf: right.items.prefix(k))
+                        right.items.removeFirst(k)
                         parent.separators[0] = Separator(key: right.items[0].key, id: right.items[0].id)
                     } else {
+                        // The parent's separator comes down; the right's k-th goes up.
                         node.separators.append(parent.separators[0])
-                        node.children.append(right.children.removeFirst())
-                        parent.separators[0] = right.separators.removeFirst()
+                        node.separators.append(contentsOf: right.separators.prefix(k - 1))
+                        node.children.append(contentsOf: right.children.prefix(k))
+                        parent.separators[0] = right.separators[k - 1]
+                        right.separators.removeFirst(k)
+                        right.children.removeFirst(k)
                     }
                     repository.update(right)
                     repository.update(node)
