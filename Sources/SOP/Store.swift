@@ -346,6 +346,22 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         return .some(it)
     }
 
+    /// The rest of the current leaf's items that lie in the range, in ascending order (the
+    /// walk moves past them, and is done when the range ends inside the leaf). Only for an
+    /// ascending walk that has started.
+    mutating func takeRun() -> ArraySlice<BTreeItem<EKey, ValueBox>> {
+        guard started, !done, !descending, index >= 0, index < buffer.count else { return [] }
+        var end = buffer.count
+        if let upper {
+            var i = index
+            while i < end, compare(buffer[i].key, upper) <= 0 { i += 1 }
+            if i < end { end = i; done = true }
+        }
+        let run = buffer[index..<end]
+        index = end
+        return run
+    }
+
     mutating func next() async throws -> BTreeItem<EKey, ValueBox>? {
         if let fast = try nextInLeaf() { return fast }
         guard !done else { return nil }
@@ -430,6 +446,20 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
             batch.append(try await item(first, store))
             // The rest of the leaf: values in the node decode without an async call.
             do {
+                if Key.self == String.self, Value.self == String.self, !walker.descending,
+                   store.ordering.schema.form == .string {
+                    // String keys and values in their natural order (the common case), decoded
+                    // by non-generic code: no generic metadata, witness calls or closure per
+                    // item (this function itself is not specialized for the caller's types).
+                    let run = walker.takeRun()
+                    let decoded = withUnsafeMutablePointer(to: &batch) { p in
+                        p.withMemoryRebound(to: [Item<String, String>].self, capacity: 1) {
+                            StringItems.append(run, to: &$0.pointee)
+                        }
+                    }
+                    // Values stored apart (or not plain JSON strings) go the general way.
+                    for it in run.dropFirst(decoded) { batch.append(try await item(it, store)) }
+                }
                 while let more = try walker.nextInLeaf(), let it = more {
                     if case .inline(let b) = it.value {
                         batch.append(Item(key: store.ordering.fromEngine(it.key), value: try store.valueCoder.decode(b), id: it.id))
@@ -512,6 +542,26 @@ public struct KeySequence<Key: Codable & Sendable, Value: Codable & Sendable>: A
             }
             position = 1
             return batch[0]
+        }
+    }
+}
+
+/// The decoding of a leaf's run of items for stores of `String` keys and values in natural
+/// order (see ``ItemSequence/Iterator``).
+enum StringItems {
+    /// Appends the items of `run` whose values are in the node, stopping at the first that is
+    /// not (a separate value, or a JSON string with escapes, which the caller decodes the
+    /// general way). Returns how many it appended.
+    static func append(_ run: ArraySlice<BTreeItem<EKey, ValueBox>>, to out: inout [Item<String, String>]) -> Int {
+        out.reserveCapacity(out.count + run.count)
+        return run.withUnsafeBufferPointer { b -> Int in
+            for i in 0..<b.count {
+                guard case .inline(let v) = b[i].value,
+                      let value = v.withBytes({ JSONCoder<String>.plainString($0) }) else { return i }
+                let key = b[i].key.withUTF8 { String(decoding: $0, as: UTF8.self) }
+                out.append(Item(key: key, value: value, id: b[i].id))
+            }
+            return b.count
         }
     }
 }

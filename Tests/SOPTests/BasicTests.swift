@@ -148,6 +148,75 @@ struct Person: Codable, Sendable, Equatable {
         #expect(decoded.internalSlotLength == nil && decoded.effectiveInternalSlotLength == 12)
     }
 
+    /// Stores of `String` keys and values in natural order iterate through their own decoding
+    /// path: keys longer than 16 bytes and not ASCII, values with escapes (decoded the general
+    /// way from that item on), separate values, bounds inside leaves, both directions, and a
+    /// `String` store ordered by a comparator (which must not take that path) all agree with
+    /// the items written.
+    @Test(arguments: [ValuePlacement.inNode, .separateBlob])
+    func stringRangesAcrossLeaves(placement: ValuePlacement) async throws {
+        let dir = TempDir("sranges")
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        func key(_ i: Int) -> String {
+            let k = String(format: "k%04d", i)
+            switch i % 5 {
+            case 0: return k + "-a-key-longer-than-sixteen-bytes"
+            case 1: return k + "é"
+            default: return k
+            }
+        }
+        func value(_ i: Int) -> String {
+            switch i % 7 {
+            case 0: return "quote \" and backslash \\ \(i)"
+            case 1: return "line\nbreak \(i) ü"
+            default: return "value \(i)"
+            }
+        }
+        let n = 400
+        let options = StoreOptions(slotLength: 8, valuePlacement: placement)
+        try await db.write { tx in
+            let s = try await tx.store("s", key: String.self, value: String.self, options: options)
+            let r = try await tx.store("r", key: String.self, value: String.self, options: options,
+                                       compare: { a, b in a < b ? 1 : (b < a ? -1 : 0) })
+            for i in (0..<n).reversed() {
+                try await s.add(key(i), value(i))
+                try await r.add(key(i), value(i))
+            }
+        }
+        let sorted = (0..<n).sorted { key($0) < key($1) }
+        try await db.read { tx in
+            let s = try await tx.openStore("s", key: String.self, value: String.self)
+            var all: [Int] = []
+            for try await it in s.range() {
+                let i = sorted[all.count]
+                #expect(it.key == key(i) && it.value == value(i))
+                all.append(i)
+            }
+            #expect(all == sorted)
+            let from = key(103), to = key(297)
+            var bounded: [String] = []
+            for try await it in s.range(from: from, to: to) {
+                #expect(it.value == value(Int(it.key.dropFirst().prefix(4))!))
+                bounded.append(it.key)
+            }
+            #expect(bounded == sorted.map(key).filter { $0 >= from && $0 <= to })
+            var down: [String] = []
+            for try await it in s.range(to: to, descending: true) { down.append(it.key) }
+            #expect(down == sorted.map(key).filter { $0 <= to }.reversed())
+            // Reverse order by comparator: the general path.
+            let r = try await tx.store("r", key: String.self, value: String.self,
+                                       compare: { a, b in a < b ? 1 : (b < a ? -1 : 0) })
+            var reversed: [String] = []
+            for try await it in r.range() {
+                #expect(it.value == value(Int(it.key.dropFirst().prefix(4))!))
+                reversed.append(it.key)
+            }
+            #expect(reversed == sorted.map(key).reversed())
+        }
+        try await db.close()
+    }
+
     /// Iteration hands out a leaf's items in one batch: every placement, both directions and
     /// bounds that fall inside leaves give the same items as point reads, and a transaction
     /// that ends mid-iteration stops it at the next item.
