@@ -13,6 +13,7 @@ import SOPCore
 /// - ``KeyForm/int``: the integer in `p0`, sign bit flipped (so unsigned order is numeric order).
 /// - ``KeyForm/custom``: `object` is the decoded key the store's comparator reads; `bytes`
 ///   is the key's JSON text (empty for a key that is only searched for, never stored).
+@usableFromInline
 struct EKey: Sendable {
     var p0: UInt64 = 0
     var p1: UInt64 = 0
@@ -246,6 +247,7 @@ final class KeySchema: Sendable {
 /// JSON text of a value: a range of a shared buffer. The values of a cached node (decoded
 /// from its blob, or cached after a commit) share one buffer holding just them, so reading a
 /// leaf's values walks one contiguous allocation, not one allocation per value.
+@usableFromInline
 struct ValueBytes: Sendable {
     let storage: [UInt8]
     let start: UInt32
@@ -275,10 +277,19 @@ struct ValueBytes: Sendable {
 
 /// A value as the engine keeps it in a node: its JSON bytes (decoded only when asked for),
 /// a reference to a separate value blob, or a new separate value not yet written.
+@usableFromInline
 enum ValueBox: Sendable {
     case inline(ValueBytes)
     case blob(SOPID)
     case pending([UInt8])
+
+    /// Calls `body` with the JSON of an in-node value (`nil` for other cases), reading it in
+    /// place.
+    @inline(__always)
+    func withInlineBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
+        guard case .inline(let v) = self else { return nil }
+        return try v.withBytes(body)
+    }
 }
 
 typealias EngineNode = BTreeNode<EKey, ValueBox>

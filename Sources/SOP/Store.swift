@@ -346,20 +346,30 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         return .some(it)
     }
 
-    /// The rest of the current leaf's items that lie in the range, in ascending order (the
-    /// walk moves past them, and is done when the range ends inside the leaf). Only for an
-    /// ascending walk that has started.
-    mutating func takeRun() -> ArraySlice<BTreeItem<EKey, ValueBox>> {
-        guard started, !done, !descending, index >= 0, index < buffer.count else { return [] }
-        var end = buffer.count
-        if let upper {
-            var i = index
-            while i < end, compare(buffer[i].key, upper) <= 0 { i += 1 }
-            if i < end { end = i; done = true }
+    /// The rest of the current leaf's items that lie in the range, as the leaf's items and
+    /// the indices to walk (`index`, `index + step` ... up to, not including, `end`). The
+    /// walk moves past them, and is done when the range ends inside the leaf.
+    mutating func takeRest() -> (items: [BTreeItem<EKey, ValueBox>], index: Int, end: Int, step: Int) {
+        guard started, !done, index >= 0, index < buffer.count else { return ([], 0, 0, 1) }
+        let start = index
+        var i = index
+        if descending {
+            if let lower {
+                while i >= 0, compare(buffer[i].key, lower) >= 0 { i -= 1 }
+                if i >= 0 { done = true }
+            } else {
+                i = -1
+            }
+        } else {
+            if let upper {
+                while i < buffer.count, compare(buffer[i].key, upper) <= 0 { i += 1 }
+                if i < buffer.count { done = true }
+            } else {
+                i = buffer.count
+            }
         }
-        let run = buffer[index..<end]
-        index = end
-        return run
+        index = i
+        return (buffer, start, i, descending ? -1 : 1)
     }
 
     mutating func next() async throws -> BTreeItem<EKey, ValueBox>? {
@@ -381,11 +391,17 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
             }
             guard moved, try await loadLeaf() else { done = true; return nil }
         } else {
-            // The leaf is used up: cross to the neighbour (the deadline is checked here).
+            // The leaf is used up: cross to the neighbour (the deadline is checked here);
+            // ascending, to a sibling at hand without a suspension when possible.
             try store.transaction.checkUsable(writing: false)
-            guard try await tree.moveWithinLeaf(toEnd: !descending),
-                  try await (descending ? tree.previous() : tree.next()),
-                  try await loadLeaf() else { done = true; return nil }
+            if !descending, let items = try tree.moveToNextSiblingLeafIfCached() {
+                buffer = items
+                index = 0
+            } else {
+                guard try await tree.moveWithinLeaf(toEnd: !descending),
+                      try await (descending ? tree.previous() : tree.next()),
+                      try await loadLeaf() else { done = true; return nil }
+            }
         }
         // The leaf just loaded has the next item (or the range ends in it).
         guard let item = try nextInLeaf() else { done = true; return nil }
@@ -407,75 +423,78 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
         Iterator(walker: RangeWalker(store: store, from: from, to: to, descending: descending))
     }
 
-    /// Walks the range with its own cursor, a leaf at a time: the items of the current leaf
-    /// are decoded together, and ``next()`` (inlinable, so specialized in the caller's
-    /// module) hands them out without a call into the engine or a suspension.
+    /// Walks the range with its own cursor, a leaf at a time: it holds the current leaf's
+    /// items and decodes each as it hands it out. ``next()`` is inlinable (specialized in the
+    /// caller's module): within a leaf it makes no call into the engine and no suspension, and
+    /// for `String` keys and values in natural order it makes the two strings straight from
+    /// the leaf (no generic code, no intermediate copy).
     public struct Iterator: AsyncIteratorProtocol {
         @usableFromInline var walker: RangeWalker<Key, Value>
-        /// The decoded items of the current leaf, and the index of the next one to hand out.
-        @usableFromInline var batch: [Item<Key, Value>] = []
+        /// The current leaf's items; those still to hand out are at `position`, `position +
+        /// step` ... up to (not including) `end` (`step` is −1 walking down).
+        @usableFromInline var leaf: [BTreeItem<EKey, ValueBox>] = []
         @usableFromInline var position = 0
-        /// A failure to decode an item of the current leaf, thrown when that item is reached.
-        @usableFromInline var pending: (any Error)?
+        @usableFromInline var end = 0
+        @usableFromInline var step = 1
+        /// Keys and values are `String`s and keys are in their natural order.
+        @usableFromInline let plainStrings: Bool
         @usableFromInline let transaction: Transaction
 
         init(walker: RangeWalker<Key, Value>) {
             self.walker = walker
             self.transaction = walker.store.transaction
+            self.plainStrings = Key.self == String.self && Value.self == String.self
+                && walker.store.ordering.schema.form == .string
         }
 
         /// The next item, or `nil` at the end of the range.
         @inlinable
         public mutating func next() async throws -> Item<Key, Value>? {
-            if position < batch.count {
+            if Key.self == String.self, Value.self == String.self, plainStrings, position != end {
                 try transaction.checkActive()
-                position += 1
-                return batch[position - 1]
+                if let it = StringItems.item(leaf, position) {
+                    position &+= step
+                    return unsafeBitCast(it, to: Item<Key, Value>.self)
+                }
             }
-            return try await nextLeaf()
+            return try await nextSlow()
         }
 
-        /// Decodes the next leaf's items into the batch and returns the first.
+        /// The next item the general way: decoded through the store's coders (a value stored
+        /// apart is read), or the first of the next leaf.
         @usableFromInline
-        mutating func nextLeaf() async throws -> Item<Key, Value>? {
-            if let e = pending { pending = nil; walker.done = true; throw e }
-            batch.removeAll(keepingCapacity: true)
-            position = 0
-            guard let first = try await walker.next() else { return nil }
-            let store = walker.store
-            batch.append(try await item(first, store))
-            // The rest of the leaf: values in the node decode without an async call.
+        mutating func nextSlow() async throws -> Item<Key, Value>? {
             do {
-                if Key.self == String.self, Value.self == String.self, !walker.descending,
-                   store.ordering.schema.form == .string {
-                    // String keys and values in their natural order (the common case), decoded
-                    // by non-generic code: no generic metadata, witness calls or closure per
-                    // item (this function itself is not specialized for the caller's types).
-                    let run = walker.takeRun()
-                    let decoded = withUnsafeMutablePointer(to: &batch) { p in
-                        p.withMemoryRebound(to: [Item<String, String>].self, capacity: 1) {
-                            StringItems.append(run, to: &$0.pointee)
-                        }
-                    }
-                    // Values stored apart (or not plain JSON strings) go the general way.
-                    for it in run.dropFirst(decoded) { batch.append(try await item(it, store)) }
+                if position != end {
+                    try transaction.checkActive()
+                    let it = leaf[position]
+                    position += step
+                    return try await item(it, walker.store)
                 }
-                while let more = try walker.nextInLeaf(), let it = more {
-                    if case .inline(let b) = it.value {
-                        batch.append(Item(key: store.ordering.fromEngine(it.key), value: try store.valueCoder.decode(b), id: it.id))
-                    } else {
-                        batch.append(try await item(it, store))
-                    }
+                guard let first = try await walker.next() else {
+                    leaf = []
+                    position = 0
+                    end = 0
+                    return nil
                 }
+                (leaf, position, end, step) = walker.takeRest()
+                if plainStrings, let it = StringItems.item(leaf, position - step) {
+                    return unsafeBitCast(it, to: Item<Key, Value>.self)
+                }
+                return try await item(first, walker.store)
             } catch {
-                pending = error
+                // A failed walk or decode ends the iteration.
+                position = end
+                walker.done = true
+                throw error
             }
-            position = 1
-            return batch[0]
         }
 
         private func item(_ it: BTreeItem<EKey, ValueBox>, _ store: Store<Key, Value>) async throws -> Item<Key, Value> {
-            Item(key: store.ordering.fromEngine(it.key), value: try await store.decodeValue(it.value), id: it.id)
+            if case .inline(let b) = it.value {
+                return Item(key: store.ordering.fromEngine(it.key), value: try store.valueCoder.decode(b), id: it.id)
+            }
+            return Item(key: store.ordering.fromEngine(it.key), value: try await store.decodeValue(it.value), id: it.id)
         }
     }
 }
@@ -546,22 +565,33 @@ public struct KeySequence<Key: Codable & Sendable, Value: Codable & Sendable>: A
     }
 }
 
-/// The decoding of a leaf's run of items for stores of `String` keys and values in natural
-/// order (see ``ItemSequence/Iterator``).
+/// The decoding of items for stores of `String` keys and values in natural order (see
+/// ``ItemSequence/Iterator``): non-generic, called from the iterator's inlined `next()`.
+@usableFromInline
 enum StringItems {
-    /// Appends the items of `run` whose values are in the node, stopping at the first that is
-    /// not (a separate value, or a JSON string with escapes, which the caller decodes the
-    /// general way). Returns how many it appended.
-    static func append(_ run: ArraySlice<BTreeItem<EKey, ValueBox>>, to out: inout [Item<String, String>]) -> Int {
-        out.reserveCapacity(out.count + run.count)
-        return run.withUnsafeBufferPointer { b -> Int in
-            for i in 0..<b.count {
-                guard case .inline(let v) = b[i].value,
-                      let value = v.withBytes({ JSONCoder<String>.plainString($0) }) else { return i }
-                let key = b[i].key.withUTF8 { String(decoding: $0, as: UTF8.self) }
-                out.append(Item(key: key, value: value, id: b[i].id))
-            }
-            return b.count
+    /// `items[i]` as strings, or `nil` when its value is not in the node or is not a plain
+    /// JSON string (escapes): then the caller decodes it the general way.
+    @usableFromInline
+    static func item(_ items: [BTreeItem<EKey, ValueBox>], _ i: Int) -> Item<String, String>? {
+        items.withUnsafeBufferPointer { b -> Item<String, String>? in
+            guard let plain = b[i].value.withInlineBytes({ JSONCoder<String>.plainString($0) }),
+                  let value = plain else { return nil }
+            let key = UnsafeRawPointer(b.baseAddress! + i).advanced(by: keyOffset).assumingMemoryBound(to: EKey.self)
+            return Item(key: string(key), value: value, id: b[i].id)
+        }
+    }
+
+    static let keyOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.key)!
+
+    /// The string of a ``KeyForm/string`` key, read in place (the usual short key's bytes
+    /// come from its two inline words: no copy of the key, no retain).
+    @inline(__always)
+    static func string(_ k: UnsafePointer<EKey>) -> String {
+        let n = k.pointee.utf8Count
+        if n > EKey.inlineBytes { return k.pointee.bytes.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) } }
+        var words = (k.pointee.p0.bigEndian, k.pointee.p1.bigEndian)
+        return withUnsafeBytes(of: &words) { raw in
+            String(decoding: UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n), as: UTF8.self)
         }
     }
 }

@@ -19,6 +19,9 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     typealias Value = ValueBox
 
     unowned let transaction: Transaction
+    /// The transaction's engine, held here so that a node lookup does not go through the
+    /// unowned reference (an unowned-to-strong conversion and a retain per lookup).
+    let engine: Engine
     let info: StoreInfo
     let isNew: Bool
     /// The application's key and value types this transaction opened the store with.
@@ -38,6 +41,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
 
     init<K, V>(transaction: Transaction, info: StoreInfo, isNew: Bool, key: K.Type, value: V.Type, schema: KeySchema) {
         self.transaction = transaction
+        self.engine = transaction.engine
         self.info = info
         self.isNew = isNew
         self.keyType = ObjectIdentifier(K.self)
@@ -60,7 +64,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         switch try lookUp(id) {
         case .node(let n): return n
         case .load(let h, let epoch):
-            let node = try await transaction.engine.loadNode(h, epoch: epoch, schema: schema)
+            let node = try await engine.loadNode(h, epoch: epoch, schema: schema)
             fetched[id] = FetchedNode(version: h.version)
             working[id] = node
             return node
@@ -88,7 +92,6 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         if !changes.isEmpty, changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
         }
-        let engine = transaction.engine
         let key = NodeCache.Key(logical: id, type: schema.tag)
         // Read before the registry: an entry confirmed at this value is current while it lasts.
         let epoch = engine.storage.handleEpoch
@@ -142,7 +145,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
             }
         }
         if !pending.isEmpty {
-            let ids = try await transaction.engine.storage.writeBlobs(pending.map(\.bytes))
+            let ids = try await engine.storage.writeBlobs(pending.map(\.bytes))
             for (p, blob) in zip(pending, ids) { working[p.node]!.items[p.index].value = .blob(blob) }
         }
         var nodes: [EngineNode] = []
@@ -197,7 +200,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     /// supersede, which no new transaction can reach) and drops the removed ones. The new
     /// entries are unconfirmed: the first transaction to use one asks the registry once.
     func publish(physical: [SOPID: SOPID]) {
-        let cache = transaction.engine.cache
+        let cache = engine.cache
         var entries: [NodeCache.Entry] = []
         entries.reserveCapacity(readyForCache.count)
         for r in readyForCache {

@@ -253,6 +253,25 @@ public final class BTree<Repo: NodeRepository> {
         return (leaf.node.items, leaf.index)
     }
 
+    /// For walking a leaf at a time in ascending order: moves the cursor from its leaf to the
+    /// first item of the next leaf, without a suspension, when the cursor's path is current
+    /// and that leaf is the next child of the same parent and at hand (in the working set or
+    /// cached). Returns the new leaf's items; `nil` when that does not apply (nothing moved:
+    /// the caller goes the general way, ``moveWithinLeaf(toEnd:)`` then ``next()``).
+    @inlinable public func moveToNextSiblingLeafIfCached() throws -> [BTreeItem<Key, Value>]? {
+        guard current != nil, pathVersion == version, path.count >= 2 else { return nil }
+        let leafLevel = path.count - 1
+        let parent = leafLevel - 1
+        let next = path[parent].index + 1
+        guard next < path[parent].node.children.count,
+              let node = try fetchCheckedIfCached(path[parent].node.children[next]), node.isLeaf else { return nil }
+        guard !node.items.isEmpty else { throw corrupt("empty non-root leaf", node.id) }
+        path[parent].index = next
+        path[leafLevel] = Frame(node: node, index: 0)
+        current = node.items[0]
+        return node.items
+    }
+
     /// Puts the cursor on the last (`toEnd`) or first item of its leaf, so that the next
     /// ``next()`` (or ``previous()``) crosses to the neighbouring leaf. `false` when the cursor
     /// is invalid.

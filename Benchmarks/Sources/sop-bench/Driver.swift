@@ -159,6 +159,7 @@ func runBenchmark(_ cfg: Config) async throws {
         limits.nodeBytes = c.bytes
         limits.encodeNodesPerSec = c.enc
         limits.decodeNodesPerSec = c.dec
+        limits.stringScanPerSec = measureStringScan(ds: ds)
     }
 
     let report = renderReport(cfg: cfg, timed: timed, results: results, limits: limits)
@@ -304,6 +305,9 @@ func renderReport(cfg: Config, timed: [String], results: [String: [RunResult]], 
             s += "  NodeCodec, one leaf of \(limits.nodeItems) items (16 B keys, 100 B values, \(limits.nodeBytes) B encoded):\n"
             s += String(format: "    encode %.0f nodes/s = %.0f MB/s = %@ items/s\n", enc, enc * mb, fmtRate(enc * Double(limits.nodeItems)))
             s += String(format: "    decode %.0f nodes/s = %.0f MB/s = %@ items/s\n", dec, dec * mb, fmtRate(dec * Double(limits.nodeItems)))
+        }
+        if let r = limits.stringScanPerSec {
+            s += "  String scan ceiling (make and compare each item's key and value Strings, nothing else): \(fmtRate(r)) items/s\n"
         }
     }
     return s
