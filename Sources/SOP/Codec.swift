@@ -393,6 +393,12 @@ struct JSONCoder<T: Codable & Sendable>: Sendable {
         switch kind {
         case .string:
             if let plain = b.withUnsafeBufferPointer({ JSONCoder.plainString($0) }) { return unsafeBitCast(plain, to: T.self) }
+            // Valid JSON of another kind (a value written through the dynamic view) is the
+            // wrong type, not damage.
+            if b.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) != UInt8(ascii: "\""),
+               (try? JSONValue(parsing: b)) != nil {
+                throw SOPError(.typeMismatch, "stored JSON does not decode as String: \(String(decoding: b.prefix(40), as: UTF8.self))")
+            }
             return unsafeBitCast(try JSONBytes.parseString(b[...]), to: T.self)
         case .int:
             if let i = JSONBytes.parseInt(b[...]) { return unsafeBitCast(Int(i), to: T.self) }

@@ -423,19 +423,25 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
         Iterator(walker: RangeWalker(store: store, from: from, to: to, descending: descending))
     }
 
-    /// Walks the range with its own cursor, a leaf at a time: it holds the current leaf's
-    /// items and decodes each as it hands it out. ``next()`` is inlinable (specialized in the
-    /// caller's module): within a leaf it makes no call into the engine and no suspension, and
-    /// for `String` keys and values in natural order it makes the two strings straight from
-    /// the leaf (no generic code, no intermediate copy).
+    /// Walks the range with its own cursor, a leaf at a time. ``next()`` is inlinable
+    /// (specialized in the caller's module): within a leaf it makes no call into the engine
+    /// and no suspension. For `String` keys and values in natural order it makes each item's
+    /// two strings straight from the leaf as it hands the item out (no generic code, no
+    /// intermediate copy); other stores have a leaf's items decoded together into a batch.
     public struct Iterator: AsyncIteratorProtocol {
         @usableFromInline var walker: RangeWalker<Key, Value>
-        /// The current leaf's items; those still to hand out are at `position`, `position +
-        /// step` ... up to (not including) `end` (`step` is −1 walking down).
+        /// `String` stores: the current leaf's items; those still to hand out are at
+        /// `position`, `position + step` ... up to (not including) `end` (`step` is −1
+        /// walking down).
         @usableFromInline var leaf: [BTreeItem<EKey, ValueBox>] = []
         @usableFromInline var position = 0
         @usableFromInline var end = 0
         @usableFromInline var step = 1
+        /// Other stores: the current leaf's decoded items, and the index of the next one.
+        @usableFromInline var batch: [Item<Key, Value>] = []
+        @usableFromInline var batchPosition = 0
+        /// A failure to decode an item of the batch's leaf, thrown when that item is reached.
+        @usableFromInline var pending: (any Error)?
         /// Keys and values are `String`s and keys are in their natural order.
         @usableFromInline let plainStrings: Bool
         @usableFromInline let transaction: Transaction
@@ -456,14 +462,24 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
                     position &+= step
                     return unsafeBitCast(it, to: Item<Key, Value>.self)
                 }
+            } else if batchPosition < batch.count {
+                try transaction.checkActive()
+                batchPosition += 1
+                return batch[batchPosition - 1]
             }
             return try await nextSlow()
         }
 
-        /// The next item the general way: decoded through the store's coders (a value stored
-        /// apart is read), or the first of the next leaf.
+        /// The next item the general way (an item of a `String` store that is not a plain
+        /// string in the node, decoded through the store's coders), or the first of the next
+        /// leaf.
         @usableFromInline
         mutating func nextSlow() async throws -> Item<Key, Value>? {
+            if let e = pending {
+                pending = nil
+                walker.done = true
+                throw e
+            }
             do {
                 if position != end {
                     try transaction.checkActive()
@@ -471,20 +487,39 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
                     position += step
                     return try await item(it, walker.store)
                 }
+                batch.removeAll(keepingCapacity: true)
+                batchPosition = 0
                 guard let first = try await walker.next() else {
                     leaf = []
                     position = 0
                     end = 0
                     return nil
                 }
-                (leaf, position, end, step) = walker.takeRest()
-                if plainStrings, let it = StringItems.item(leaf, position - step) {
-                    return unsafeBitCast(it, to: Item<Key, Value>.self)
+                let rest = walker.takeRest()
+                if plainStrings {
+                    (leaf, position, end, step) = rest
+                    if let it = StringItems.item(leaf, position - step) {
+                        return unsafeBitCast(it, to: Item<Key, Value>.self)
+                    }
+                    return try await item(first, walker.store)
                 }
-                return try await item(first, walker.store)
+                batch.reserveCapacity(1 + abs(rest.end - rest.index))
+                batch.append(try await item(first, walker.store))
+                var i = rest.index
+                do {
+                    while i != rest.end {
+                        batch.append(try await item(rest.items[i], walker.store))
+                        i += rest.step
+                    }
+                } catch {
+                    pending = error
+                }
+                batchPosition = 1
+                return batch[0]
             } catch {
                 // A failed walk or decode ends the iteration.
                 position = end
+                batch.removeAll()
                 walker.done = true
                 throw error
             }

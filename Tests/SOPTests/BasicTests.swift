@@ -217,6 +217,44 @@ struct Person: Codable, Sendable, Equatable {
         try await db.close()
     }
 
+    /// A value that does not decode as the store's value type (written through the dynamic
+    /// view) fails the iteration at that item: the items before it, in the same leaf, are
+    /// handed out first, for `Int` stores (a leaf decoded as a batch) and `String` stores
+    /// (decoded item by item).
+    @Test func aValueThatDoesNotDecodeFailsTheIterationAtItsItem() async throws {
+        let dir = TempDir("baditem")
+        defer { dir.cleanup() }
+        let db = try await Database.open(at: dir.db)
+        try await db.write { tx in
+            let n = try await tx.createStore("n", key: Int.self, value: Int.self, options: StoreOptions(slotLength: 8))
+            let s = try await tx.createStore("s", key: String.self, value: String.self, options: StoreOptions(slotLength: 8))
+            for i in 0..<40 {
+                try await n.add(i, i)
+                try await s.add(String(format: "k%02d", i), "v\(i)")
+            }
+        }
+        try await db.write { tx in
+            let changedN = try await tx.dynamicStore("n").update(.int(13), .string("not a number"))
+            let changedS = try await tx.dynamicStore("s").update(.string("k13"), .int(5))
+            #expect(changedN && changedS)
+        }
+        try await db.read { tx in
+            var ints: [Int] = []
+            let e1 = await expectSOPError(.typeMismatch) {
+                for try await it in try await tx.openStore("n", key: Int.self, value: Int.self).range() { ints.append(it.key) }
+            }
+            #expect(e1 != nil && ints == Array(0..<13))
+            var strings: [String] = []
+            let e2 = await expectSOPError(.typeMismatch) {
+                for try await it in try await tx.openStore("s", key: String.self, value: String.self).range() {
+                    strings.append(it.key)
+                }
+            }
+            #expect(e2 != nil && strings == (0..<13).map { String(format: "k%02d", $0) })
+        }
+        try await db.close()
+    }
+
     /// Iteration hands out a leaf's items in one batch: every placement, both directions and
     /// bounds that fall inside leaves give the same items as point reads, and a transaction
     /// that ends mid-iteration stops it at the next item.
