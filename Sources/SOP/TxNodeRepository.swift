@@ -124,6 +124,10 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         if changes[node.id] != .added { changes[node.id] = .updated }
     }
 
+    func detach(_ id: SOPID) {
+        working.removeValue(forKey: id)
+    }
+
     func remove(_ id: SOPID) {
         working[id] = nil
         if changes[id] == .added { changes[id] = nil } else { changes[id] = .removed }

@@ -360,6 +360,7 @@ public final class BTree<Repo: NodeRepository> {
         var p = path
         let leafLevel = p.count - 1
         let i = p[leafLevel].index
+        takeForChange(&p, leafLevel)
         p[leafLevel].node.items[i].key = key
         repository.update(p[leafLevel].node)
         version &+= 1
@@ -676,6 +677,19 @@ public final class BTree<Repo: NodeRepository> {
         pathVersion = version
     }
 
+    /// Makes the node at `p[level]` the only holder of its arrays before an in-place change:
+    /// the cursor's path and the repository let go of it (without this, every change of a
+    /// leaf copied all its items). Only right before a change that cannot fail and that ends
+    /// with the node recorded again (`repository.update` or `add`); the cursor is set anew
+    /// by the change.
+    @inlinable func takeForChange(_ p: inout [Frame], _ level: Int) {
+        if !path.isEmpty {
+            path = []
+            pathVersion = 0
+        }
+        repository.detach(p[level].node.id)
+    }
+
     @inlinable func invalidateCursor() {
         current = nil
         path = []
@@ -775,6 +789,7 @@ public final class BTree<Repo: NodeRepository> {
         guard i < p[leafLevel].node.items.count else {
             throw SOPError(.internalError, "B-tree value update outside a leaf")
         }
+        takeForChange(&p, leafLevel)
         p[leafLevel].node.items[i].value = value
         repository.update(p[leafLevel].node)
         version &+= 1
@@ -787,6 +802,7 @@ public final class BTree<Repo: NodeRepository> {
     @inlinable func insert(_ item: Item, into p: inout [Frame]) async throws {
         version &+= 1
         var level = p.count - 1
+        takeForChange(&p, level)
         p[level].node.items.insert(item, at: p[level].index)
         while true {
             let node = p[level].node
@@ -836,6 +852,7 @@ public final class BTree<Repo: NodeRepository> {
             p[level] = Frame(node: goesRight ? right : left, index: newIndex)
             level -= 1
             let ci = p[level].index
+            repository.detach(p[level].node.id)
             p[level].node.separators.insert(up, at: ci)
             p[level].node.children.insert(right.id, at: ci + 1)
             if goesRight { p[level].index = ci + 1 }
@@ -844,13 +861,16 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// Removes the item `p` points at, rebalances, and puts the cursor on its successor.
-    @inlinable func removeItem(at p: [Frame]) async throws {
+    @inlinable func removeItem(at p: consuming [Frame]) async throws {
         var p = p
         let leafLevel = p.count - 1
         let pos = p[leafLevel].index
         guard pos < p[leafLevel].node.items.count else {
             throw SOPError(.internalError, "B-tree removal outside a leaf")
         }
+        // In place unless the leaf will need rebalancing (which may fail fetching a sibling,
+        // and must leave the repository's node as it was).
+        if leafLevel == 0 || p[leafLevel].node.items.count - 1 >= minSize { takeForChange(&p, leafLevel) }
         let removed = p[leafLevel].node.items.remove(at: pos)
         version &+= 1
         let leaf = p[leafLevel].node

@@ -88,6 +88,11 @@ public protocol NodeRepository<Key, Value>: AnyObject {
     func update(_ node: BTreeNode<Key, Value>)
     /// Records that a node was removed (merged away).
     func remove(_ id: SOPID)
+    /// The tree is about to change, in place, a node it holds in a descent's path: the
+    /// repository drops its own reference to the node, so that the change needs no copy of
+    /// the node's arrays. The tree records the node again (``update(_:)`` or ``add(_:)``)
+    /// before anything can fail or suspend. The default does nothing (the change copies).
+    func detach(_ id: SOPID)
     /// A fresh logical ID for a new node.
     func newNodeID() -> SOPID
 }
@@ -95,4 +100,6 @@ public protocol NodeRepository<Key, Value>: AnyObject {
 extension NodeRepository {
     /// Default: nothing is at hand.
     public func fetchIfCached(_ id: SOPID) throws -> BTreeNode<Key, Value>? { nil }
+    /// Default: the repository keeps its reference (a change copies the node's arrays).
+    public func detach(_ id: SOPID) {}
 }

@@ -1,6 +1,6 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
-// alone. Usage: sop-prof <read|scan|insert|update|delete|single> [n] [rounds]; environment: SOP_PROF_DIR,
+// alone. Usage: sop-prof <read|scan|insert|insert1tx|update|delete|single> [n] [rounds]; environment: SOP_PROF_DIR,
 // SOP_L1_MB, SOP_NO_COMPACTION, SOP_SLOT, SOP_INTERNAL (slot
 // lengths of the store it creates), SOP_WARM (read every key before the timed rounds).
 import Foundation
@@ -41,7 +41,7 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
         }
     }
     let clock = ContinuousClock()
-    if phase != "insert" && !preloaded {
+    if phase != "insert" && phase != "insert1tx" && !preloaded {
         for start in stride(from: 0, to: n, by: 10_000) { try await load(order[start..<min(n, start + 10_000)]) }
     }
     func rss() -> String {
@@ -97,6 +97,11 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
                 try await db.write { tx in try await tx.dropStore("kv") }
             }
             for start in stride(from: 0, to: n, by: 1_000) { try await load(order[start..<min(n, start + 1_000)]) }
+        case "insert1tx":
+            // The benchmark's insert-1tx phase: every item in one transaction.
+            if r > 0 || preloaded { try await db.write { tx in try await tx.dropStore("kv") } }
+            try await db.write { tx in _ = try await tx.store("kv", key: String.self, value: String.self) }
+            try await timedWrite(order[0..<n]) { s, i in _ = try await s.add(keys[i], values[i]) }
         case "update":
             for start in stride(from: 0, to: n / 10, by: 1_000) {
                 try await timedWrite(order[start..<min(n, start + 1_000)]) { s, i in
