@@ -7,7 +7,7 @@ protocol StoreWork: AnyObject {
     var isNew: Bool { get }
     var countDelta: Int64 { get }
     var observedCountVersion: UInt64? { get }
-    var fetched: [SOPID: FetchedNode] { get }
+    var fetchedVersions: [(id: SOPID, version: UInt32)] { get }
     var changes: [SOPID: NodeChange] { get }
     var keyTypeName: String { get }
     var valueTypeName: String { get }
@@ -498,8 +498,7 @@ public final class Transaction: @unchecked Sendable {
                 throw conflict("the count of store '\(name)' changed")
             }
             if nodesUnchanged { continue }
-            for (node, f) in w.fetched {
-                let version = f.version
+            for (node, version) in w.fetchedVersions {
                 let written = w.changes[node] != nil
                 if mode == .noCheck && !written { continue }
                 guard let h = storage.handle(store: w.info.id, logicalID: node), h.version == version else {

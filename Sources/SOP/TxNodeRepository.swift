@@ -1,9 +1,13 @@
 import SOPBTree
 import SOPCore
 
-/// A committed node a transaction read: the version it re-checks.
-struct FetchedNode {
-    var version: UInt32
+/// A node of a transaction's working set: the node as the transaction sees it (`nil` once
+/// removed, or while the tree changes it in place), and, when it came from the committed
+/// state, the registry version it was read at (re-checked at commit). One dictionary entry
+/// for both: a node read costs one insertion, not two.
+struct WorkNode {
+    var node: EngineNode?
+    var version: UInt32?
 }
 
 /// One store's working set inside one transaction: the B-tree's node repository.
@@ -30,12 +34,11 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     let keyTypeName: String
     let valueTypeName: String
     /// How this store's nodes hold their keys (fixed for the transaction: nodes decoded with
-    /// it are kept in ``working``).
+    /// it are kept in ``nodes``).
     let schema: KeySchema
-    var working: [SOPID: EngineNode] = [:]
+    /// The working set: every node this transaction read or changed.
+    var nodes: [SOPID: WorkNode] = [:]
     var changes: [SOPID: NodeChange] = [:]
-    /// The committed nodes this transaction read: their registry version (re-checked at commit).
-    var fetched: [SOPID: FetchedNode] = [:]
     var countDelta: Int64 = 0
     var observedCountVersion: UInt64?
 
@@ -65,8 +68,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         case .node(let n): return n
         case .load(let h, let epoch):
             let node = try await engine.loadNode(h, epoch: epoch, schema: schema)
-            fetched[id] = FetchedNode(version: h.version)
-            working[id] = node
+            nodes[id] = WorkNode(node: node, version: h.version)
             return node
         }
     }
@@ -88,7 +90,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     /// An L1 entry confirmed at the current handle epoch needs no registry lookup (see
     /// ``NodeCache``); otherwise the registry names the current blob, and L1 may hold it.
     private func lookUp(_ id: SOPID) throws -> Found {
-        if let n = working[id] { return .node(n) }
+        if let n = nodes[id]?.node { return .node(n) }
         if !changes.isEmpty, changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
         }
@@ -96,16 +98,14 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         // Read before the registry: an entry confirmed at this value is current while it lasts.
         let epoch = engine.storage.handleEpoch
         if let hit = engine.cache.current(key, epoch: epoch) {
-            fetched[id] = FetchedNode(version: hit.version)
-            working[id] = hit.node
+            nodes[id] = WorkNode(node: hit.node, version: hit.version)
             return .node(hit.node)
         }
         guard let h = engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
         guard let cached = engine.cache.get(key, physical: h.active, version: h.version, epoch: epoch) else {
             return .load(h, epoch)
         }
-        fetched[id] = FetchedNode(version: h.version)
-        working[id] = cached
+        nodes[id] = WorkNode(node: cached, version: h.version)
         return .node(cached)
     }
 
@@ -115,22 +115,37 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     }
 
     func add(_ node: EngineNode) {
-        working[node.id] = node
+        nodes[node.id, default: WorkNode()].node = node
         changes[node.id] = .added
     }
 
     func update(_ node: EngineNode) {
-        working[node.id] = node
+        nodes[node.id, default: WorkNode()].node = node
         if changes[node.id] != .added { changes[node.id] = .updated }
     }
 
     func detach(_ id: SOPID) {
-        working.removeValue(forKey: id)
+        nodes[id]?.node = nil
     }
 
     func remove(_ id: SOPID) {
-        working[id] = nil
+        // A node read from the committed state keeps its version (the commit re-checks it).
+        if let version = nodes[id]?.version { nodes[id] = WorkNode(node: nil, version: version) } else { nodes[id] = nil }
         if changes[id] == .added { changes[id] = nil } else { changes[id] = .removed }
+    }
+
+    /// The committed nodes this transaction read and the versions it read them at.
+    var fetchedVersions: [(id: SOPID, version: UInt32)] {
+        nodes.compactMap { id, w in w.version.map { (id, $0) } }
+    }
+
+    /// Takes a node out of the working set (its entry stays), leaving the caller the only
+    /// holder of its arrays.
+    private func takeNode(_ id: SOPID) -> EngineNode? {
+        guard let i = nodes.index(forKey: id) else { return nil }
+        let n = nodes.values[i].node
+        nodes.values[i].node = nil
+        return n
     }
 
     func newNodeID() -> SOPID { .random() }
@@ -142,7 +157,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         var pending: [(node: SOPID, index: Int, bytes: [UInt8])] = []
         if info.options.valuePlacement != .inNode {
             for (id, c) in changes where c != .removed {
-                guard let n = working[id] else { continue }
+                guard let n = nodes[id]?.node else { continue }
                 for i in n.items.indices {
                     if case .pending(let b) = n.items[i].value { pending.append((id, i, b)) }
                 }
@@ -150,29 +165,29 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         }
         if !pending.isEmpty {
             let ids = try await engine.storage.writeBlobs(pending.map(\.bytes))
-            for (p, blob) in zip(pending, ids) { working[p.node]!.items[p.index].value = .blob(blob) }
+            for (p, blob) in zip(pending, ids) { nodes[p.node]!.node!.items[p.index].value = .blob(blob) }
         }
-        var nodes: [EngineNode] = []
-        nodes.reserveCapacity(changes.count)
+        var changed: [EngineNode] = []
+        changed.reserveCapacity(changes.count)
         for (id, c) in changes where c != .removed {
-            guard let n = working.removeValue(forKey: id) else {
-                for n in nodes { working[n.id] = n }
+            guard let n = takeNode(id) else {
+                for n in changed { nodes[n.id]?.node = n }
                 throw SOPError(.internalError, "changed node \(id) is missing")
             }
-            nodes.append(n)
+            changed.append(n)
         }
-        let encoded = NodeFormat.encodeAll(nodes, schema: schema)
+        let encoded = NodeFormat.encodeAll(changed, schema: schema)
         var out: [(id: SOPID, bytes: [UInt8])] = []
-        out.reserveCapacity(nodes.count)
+        out.reserveCapacity(changed.count)
         var failure: (any Error)?
-        for (i, n) in nodes.enumerated() {
+        for (i, n) in changed.enumerated() {
             switch encoded[i] {
             case .success(let bytes):
                 out.append((n.id, bytes))
             case .failure(let error):
                 failure = failure ?? error
             }
-            working[n.id] = n
+            nodes[n.id]?.node = n
         }
         if let failure { throw failure }
         return out
@@ -194,7 +209,7 @@ final class TxNodeRepository: NodeRepository, StoreWork {
             // Taken out of the working set (the transaction ends with this commit, whether it
             // succeeds or not), so that re-packing the leaf's values can change its item array
             // in place rather than copy it.
-            guard let n = working.removeValue(forKey: id) else { continue }
+            guard let n = takeNode(id) else { continue }
             let cached = NodeFormat.forCache(n)
             readyForCache.append((id, cached, NodeFormat.cost(cached)))
         }
