@@ -372,6 +372,18 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         return (buffer, start, i, descending ? -1 : 1)
     }
 
+    /// Ascending walks: when the current leaf is used up and the next one is a sibling at
+    /// hand, crosses to it without a suspension and returns the range's items in it as
+    /// ``takeRest()`` does; `nil` when that does not apply (nothing moved).
+    mutating func nextLeafIfCached() throws -> (items: [BTreeItem<EKey, ValueBox>], index: Int, end: Int, step: Int)? {
+        guard started, !done, !descending, index >= buffer.count else { return nil }
+        try store.transaction.checkUsable(writing: false)
+        guard let items = try tree.moveToNextSiblingLeafIfCached() else { return nil }
+        buffer = items
+        index = 0
+        return takeRest()
+    }
+
     mutating func next() async throws -> BTreeItem<EKey, ValueBox>? {
         if let fast = try nextInLeaf() { return fast }
         guard !done else { return nil }
@@ -456,11 +468,13 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
         /// The next item, or `nil` at the end of the range.
         @inlinable
         public mutating func next() async throws -> Item<Key, Value>? {
-            if Key.self == String.self, Value.self == String.self, plainStrings, position != end {
-                try transaction.checkActive()
-                if let it = StringItems.item(leaf, position) {
-                    position &+= step
-                    return unsafeBitCast(it, to: Item<Key, Value>.self)
+            if Key.self == String.self, Value.self == String.self, plainStrings {
+                if try position != end || (crossLeafIfCached() && position != end) {
+                    try transaction.checkActive()
+                    if let it = StringItems.item(leaf, position) {
+                        position &+= step
+                        return unsafeBitCast(it, to: Item<Key, Value>.self)
+                    }
                 }
             } else if batchPosition < batch.count {
                 try transaction.checkActive()
@@ -468,6 +482,21 @@ public struct ItemSequence<Key: Codable & Sendable, Value: Codable & Sendable>: 
                 return batch[batchPosition - 1]
             }
             return try await nextSlow()
+        }
+
+        /// `String` stores: moves to the next leaf without a suspension when it is at hand
+        /// (see ``RangeWalker/nextLeafIfCached()``); `false` when it is not (nothing moved).
+        @usableFromInline
+        mutating func crossLeafIfCached() throws -> Bool {
+            do {
+                guard let rest = try walker.nextLeafIfCached() else { return false }
+                (leaf, position, end, step) = rest
+                return true
+            } catch {
+                position = end
+                walker.done = true
+                throw error
+            }
         }
 
         /// The next item the general way (an item of a `String` store that is not a plain
