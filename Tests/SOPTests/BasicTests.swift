@@ -152,12 +152,15 @@ struct Person: Codable, Sendable, Equatable {
     /// path: keys longer than 16 bytes and not ASCII, values with escapes (decoded the general
     /// way from that item on), separate values, bounds inside leaves, both directions, and a
     /// `String` store ordered by a comparator (which must not take that path) all agree with
-    /// the items written.
-    @Test(arguments: [ValuePlacement.inNode, .separateBlob])
-    func stringRangesAcrossLeaves(placement: ValuePlacement) async throws {
+    /// the items written. With an L1 cache too small to hold a leaf, every crossing to the
+    /// next leaf loads it (the iterator's way without a suspension never applies).
+    @Test(arguments: [(ValuePlacement.inNode, 256 << 20), (.separateBlob, 256 << 20), (.inNode, 1 << 10)])
+    func stringRangesAcrossLeaves(placement: ValuePlacement, cacheBytes: Int) async throws {
         let dir = TempDir("sranges")
         defer { dir.cleanup() }
-        let db = try await Database.open(at: dir.db)
+        var options = DatabaseOptions()
+        options.nodeCacheBytes = cacheBytes
+        let db = try await Database.open(at: dir.db, options: options)
         func key(_ i: Int) -> String {
             let k = String(format: "k%04d", i)
             switch i % 5 {
@@ -174,10 +177,10 @@ struct Person: Codable, Sendable, Equatable {
             }
         }
         let n = 400
-        let options = StoreOptions(slotLength: 8, valuePlacement: placement)
+        let storeOptions = StoreOptions(slotLength: 8, valuePlacement: placement)
         try await db.write { tx in
-            let s = try await tx.store("s", key: String.self, value: String.self, options: options)
-            let r = try await tx.store("r", key: String.self, value: String.self, options: options,
+            let s = try await tx.store("s", key: String.self, value: String.self, options: storeOptions)
+            let r = try await tx.store("r", key: String.self, value: String.self, options: storeOptions,
                                        compare: { a, b in a < b ? 1 : (b < a ? -1 : 0) })
             for i in (0..<n).reversed() {
                 try await s.add(key(i), value(i))
