@@ -48,6 +48,9 @@ final class NodeCache: Sendable {
     static let unconfirmed = UInt64.max
 
     private struct Slot {
+        /// Occupied (tested on every probe: a flag, not the optional node, so a probe reads
+        /// no reference).
+        var used: Bool
         var key: Key
         var node: EngineNode?
         var physical: SOPID
@@ -56,7 +59,7 @@ final class NodeCache: Sendable {
         var version: UInt32
         var referenced: Bool
 
-        static let empty = Slot(key: Key(logical: .zero, type: ObjectIdentifier(Slot.self)), node: nil,
+        static let empty = Slot(used: false, key: Key(logical: .zero, type: ObjectIdentifier(Slot.self)), node: nil,
                                 physical: .zero, epoch: NodeCache.unconfirmed, cost: 0, version: 0, referenced: false)
     }
 
@@ -73,7 +76,7 @@ final class NodeCache: Sendable {
         @inline(__always)
         func find(_ key: Key) -> Int? {
             var i = key.home(mask)
-            while slots[i].node != nil {
+            while slots[i].used {
                 if slots[i].key == key { return i }
                 i = (i &+ 1) & mask
             }
@@ -89,7 +92,7 @@ final class NodeCache: Sendable {
             var hole = i, j = i
             while true {
                 j = (j &+ 1) & mask
-                guard slots[j].node != nil else { break }
+                guard slots[j].used else { break }
                 let home = slots[j].key.home(mask)
                 // Entry j may fill the hole unless its home lies cyclically in (hole, j].
                 let between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j)
@@ -106,7 +109,7 @@ final class NodeCache: Sendable {
         mutating func insert(_ s: Slot) {
             if (count + 1) * 10 > (mask + 1) * 7 { grow() }
             var i = s.key.home(mask)
-            while slots[i].node != nil { i = (i &+ 1) & mask }
+            while slots[i].used { i = (i &+ 1) & mask }
             slots[i] = s
             count += 1
             bytes += s.cost
@@ -117,9 +120,9 @@ final class NodeCache: Sendable {
             slots = [Slot](repeating: .empty, count: old.count * 2)
             mask = slots.count - 1
             hand = 0
-            for s in old where s.node != nil {
+            for s in old where s.used {
                 var i = s.key.home(mask)
-                while slots[i].node != nil { i = (i &+ 1) & mask }
+                while slots[i].used { i = (i &+ 1) & mask }
                 slots[i] = s
             }
         }
@@ -133,7 +136,7 @@ final class NodeCache: Sendable {
             while bytes > capacity, steps > 0 {
                 if hand > mask { hand = 0 }
                 let h = hand
-                if slots[h].node != nil, slots[h].key != keep, !slots[h].referenced, let n = remove(at: h) {
+                if slots[h].used, slots[h].key != keep, !slots[h].referenced, let n = remove(at: h) {
                     out.append(n)
                     continue
                 }
@@ -158,10 +161,15 @@ final class NodeCache: Sendable {
     @inline(__always)
     func current(_ key: Key, epoch: UInt64) -> Hit? {
         table.withLock { t in
-            guard let i = t.find(key), t.slots[i].epoch == epoch, let node = t.slots[i].node else { return nil }
-            t.hits += 1
-            t.slots[i].referenced = true
-            return Hit(node: node, physical: t.slots[i].physical, version: t.slots[i].version)
+            guard let i = t.find(key) else { return nil }
+            // Through the buffer: the slot's fields are read in place (no copy of the slot).
+            let hit = t.slots.withUnsafeMutableBufferPointer { b -> Hit? in
+                guard b[i].epoch == epoch, let node = b[i].node else { return nil }
+                b[i].referenced = true
+                return Hit(node: node, physical: b[i].physical, version: b[i].version)
+            }
+            if hit != nil { t.hits += 1 }
+            return hit
         }
     }
 
@@ -169,14 +177,16 @@ final class NodeCache: Sendable {
     /// the handle epoch read `epoch`: the entry is confirmed at that epoch. Counts a hit or a miss.
     func get(_ key: Key, physical: SOPID, version: UInt32, epoch: UInt64) -> EngineNode? {
         table.withLock { t in
-            guard let i = t.find(key), t.slots[i].physical == physical, let node = t.slots[i].node else {
-                t.misses += 1
-                return nil
+            let node = t.find(key).flatMap { i in
+                t.slots.withUnsafeMutableBufferPointer { b -> EngineNode? in
+                    guard b[i].physical == physical, let node = b[i].node else { return nil }
+                    b[i].referenced = true
+                    b[i].version = version
+                    b[i].epoch = epoch
+                    return node
+                }
             }
-            t.hits += 1
-            t.slots[i].referenced = true
-            t.slots[i].version = version
-            t.slots[i].epoch = epoch
+            if node == nil { t.misses += 1 } else { t.hits += 1 }
             return node
         }
     }
@@ -201,7 +211,7 @@ final class NodeCache: Sendable {
         var out: [EngineNode] = []
         table.withLock { t in
             for e in entries where e.cost <= capacity {
-                let slot = Slot(key: e.key, node: e.node, physical: e.physical, epoch: e.epoch, cost: e.cost,
+                let slot = Slot(used: true, key: e.key, node: e.node, physical: e.physical, epoch: e.epoch, cost: e.cost,
                                 version: e.version, referenced: false)
                 if let i = t.find(e.key) {
                     if let old = t.slots[i].node { out.append(old) }
@@ -257,7 +267,7 @@ final class NodeCache: Sendable {
     func rebind(_ moved: [SOPID: SOPID]) {
         if moved.isEmpty { return }
         table.withLock { t in
-            for i in 0...t.mask where t.slots[i].node != nil {
+            for i in 0...t.mask where t.slots[i].used {
                 if let new = moved[t.slots[i].physical] {
                     t.slots[i].physical = new
                     t.slots[i].epoch = NodeCache.unconfirmed

@@ -229,7 +229,10 @@ public final class BTree<Repo: NodeRepository> {
             if let n = try fetchCheckedIfCached(child) { node = n } else { node = try await fetchChecked(child) }
         }
         let i = partition(node.items, .lower(key))
-        if i < node.items.count, itemKey(node.items, i, equals: key) { return node.items[i].value }
+        if i < node.items.count, itemKey(node.items, i, equals: key) {
+            // The value alone, read in place (not a copy of the whole item).
+            return node.items.withUnsafeBufferPointer { $0[i].value }
+        }
         // As firstWithKey, without touching the cursor.
         let p = try await descend(.lower(key))
         let leaf = p[p.count - 1]
