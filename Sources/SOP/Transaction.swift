@@ -17,7 +17,8 @@ protocol StoreWork: AnyObject {
     /// Readies the changed nodes for the L1 cache (values re-packed, sizes counted) while the
     /// commit record is being written and synced; the transaction must not change after it.
     func prepareCache()
-    /// Puts the committed nodes into the L1 cache under their new physical IDs.
+    /// Puts the committed nodes into the L1 cache with their new blobs (replacing the versions
+    /// they supersede) and drops the removed ones.
     func publish(physical: [SOPID: SOPID])
 }
 
