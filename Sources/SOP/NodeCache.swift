@@ -247,17 +247,25 @@ final class NodeCache: Sendable {
             }
             return out
         }
-        release(dropped)
+        release(consume dropped)
     }
 
     /// Releases dropped nodes: a few here, more on a background queue (tearing down a leaf,
     /// a release per key and value buffer, then costs the committing transaction nothing).
-    func release(_ nodes: [EngineNode]) {
-        if nodes.count < 16 {
-            withExtendedLifetime(nodes) {}
-            return
-        }
-        NodeCache.reaper.async { withExtendedLifetime(nodes) {} }
+    /// The caller hands its array over (`consuming`) and the queue empties the box it is
+    /// moved into: had the queue merely captured a copy, it could finish before the caller
+    /// dropped its own reference, and the caller would tear the nodes down after all.
+    func release(_ nodes: consuming [EngineNode]) {
+        if nodes.count < 16 { return }
+        let garbage = Garbage(consume nodes)
+        NodeCache.reaper.async { garbage.empty() }
+    }
+
+    /// Nodes on their way to the reaper (touched by the reaper only, once handed over).
+    private final class Garbage: @unchecked Sendable {
+        private var nodes: [EngineNode]
+        init(_ nodes: consuming [EngineNode]) { self.nodes = consume nodes }
+        func empty() { nodes = [] }
     }
 
     /// Compaction copied blobs (`moved`: old physical ID to new): entries decoded from an old
