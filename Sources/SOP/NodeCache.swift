@@ -27,13 +27,11 @@ final class NodeCache: Sendable {
         /// The decoded form (see ``KeySchema/tag``).
         var type: ObjectIdentifier
 
-        /// Where the key's probe sequence starts in a table of `mask + 1` slots.
+        /// Where the key's probe sequence starts in a table of `mask + 1` slots: the logical
+        /// ID's fast hash (`SOPID._rawHashValue`) mixed with the form.
         @inline(__always)
         func home(_ mask: Int) -> Int {
-            var z = logical.high ^ (logical.low &* 0x9E37_79B9_7F4A_7C15)
-                ^ UInt64(UInt(bitPattern: type))
-            z = (z ^ (z >> 32)) &* 0xD6E8_FEB8_6659_FD93
-            return Int(truncatingIfNeeded: z >> 16) & mask
+            logical._rawHashValue(seed: Int(bitPattern: UInt(bitPattern: type))) & mask
         }
     }
 
@@ -232,8 +230,7 @@ final class NodeCache: Sendable {
 
     /// Caches one entry (see ``put(_:)``); what it displaces is released here.
     func put(_ key: Key, _ node: EngineNode, physical: SOPID, version: UInt32, epoch: UInt64, cost: Int) {
-        let displaced = put([Entry(key: key, node: node, physical: physical, version: version, epoch: epoch, cost: cost)])
-        withExtendedLifetime(displaced) {}
+        release(put([Entry(key: key, node: node, physical: physical, version: version, epoch: epoch, cost: cost)]))
     }
 
     /// Drops the entries of `keys` (nodes a commit removed: no new transaction can reach them,

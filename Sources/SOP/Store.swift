@@ -378,10 +378,17 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
     mutating func nextLeafIfCached() throws -> (items: [BTreeItem<EKey, ValueBox>], index: Int, end: Int, step: Int)? {
         guard started, !done, !descending, index >= buffer.count else { return nil }
         try store.transaction.checkUsable(writing: false)
-        guard let items = try tree.moveToNextSiblingLeafIfCached() else { return nil }
+        guard try crossToSiblingIfCached() else { return nil }
+        return takeRest()
+    }
+
+    /// Ascending: makes the next leaf the current one when it is a sibling at hand (see
+    /// `BTree.moveToNextSiblingLeafIfCached()`); `false` when it is not (nothing moved).
+    private mutating func crossToSiblingIfCached() throws -> Bool {
+        guard !descending, let items = try tree.moveToNextSiblingLeafIfCached() else { return false }
         buffer = items
         index = 0
-        return takeRest()
+        return true
     }
 
     mutating func next() async throws -> BTreeItem<EKey, ValueBox>? {
@@ -406,10 +413,7 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
             // The leaf is used up: cross to the neighbour (the deadline is checked here);
             // ascending, to a sibling at hand without a suspension when possible.
             try store.transaction.checkUsable(writing: false)
-            if !descending, let items = try tree.moveToNextSiblingLeafIfCached() {
-                buffer = items
-                index = 0
-            } else {
+            if try !crossToSiblingIfCached() {
                 guard try await tree.moveWithinLeaf(toEnd: !descending),
                       try await (descending ? tree.previous() : tree.next()),
                       try await loadLeaf() else { done = true; return nil }
@@ -640,22 +644,7 @@ enum StringItems {
         items.withUnsafeBufferPointer { b -> Item<String, String>? in
             guard let plain = b[i].value.withInlineBytes({ JSONCoder<String>.plainString($0) }),
                   let value = plain else { return nil }
-            let key = UnsafeRawPointer(b.baseAddress! + i).advanced(by: keyOffset).assumingMemoryBound(to: EKey.self)
-            return Item(key: string(key), value: value, id: b[i].id)
-        }
-    }
-
-    static let keyOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.key)!
-
-    /// The string of a ``KeyForm/string`` key, read in place (the usual short key's bytes
-    /// come from its two inline words: no copy of the key, no retain).
-    @inline(__always)
-    static func string(_ k: UnsafePointer<EKey>) -> String {
-        let n = k.pointee.utf8Count
-        if n > EKey.inlineBytes { return k.pointee.bytes.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) } }
-        var words = (k.pointee.p0.bigEndian, k.pointee.p1.bigEndian)
-        return withUnsafeBytes(of: &words) { raw in
-            String(decoding: UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n), as: UTF8.self)
+            return Item(key: b[i].key.withUTF8 { String(decoding: $0, as: UTF8.self) }, value: value, id: b[i].id)
         }
     }
 }
