@@ -52,16 +52,31 @@ public struct SOPID: Hashable, Comparable, Sendable, CustomStringConvertible {
         return z ^ (z >> 31)
     }
 
-    private static let sequence = AtomicCounter()
+    /// The last time-ordered stamp handed out: milliseconds << 12 | sequence.
+    private static let lastStamp = Atomic<UInt64>(0)
 
     /// A time-ordered (version 7 layout) ID: later calls in one process give larger IDs.
+    ///
+    /// The 48 bits of milliseconds and 12 bits of sequence are one process-wide stamp that
+    /// only grows: a call takes the clock's stamp or, when that is not above the last one
+    /// (same millisecond, or the wall clock stepped back), the last one plus one. A
+    /// sequence overflow carries into the milliseconds (the stamp runs briefly ahead of the
+    /// clock), so the order never inverts however many IDs a millisecond sees.
     public static func timeOrdered() -> SOPID {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        let ms = UInt64(ts.tv_sec) &* 1000 &+ UInt64(ts.tv_nsec) / 1_000_000
-        // 48 bits of ms | version 7 | 12 bits of a process-wide sequence, then random bits.
-        let seq = sequence.next() & 0xFFF
-        let h = (ms << 16) | 0x7000 | seq
+        let ms = (UInt64(ts.tv_sec) &* 1000 &+ UInt64(ts.tv_nsec) / 1_000_000) & 0xFFFF_FFFF_FFFF
+        let now = ms << 12
+        var last = lastStamp.load(ordering: .relaxed)
+        var stamp: UInt64
+        while true {
+            stamp = now > last ? now : last &+ 1
+            let (exchanged, original) = lastStamp.compareExchange(expected: last, desired: stamp, ordering: .relaxed)
+            if exchanged { break }
+            last = original
+        }
+        // 48 bits of ms | version 7 | 12 bits of sequence, then random bits.
+        let h = ((stamp >> 12) << 16) | 0x7000 | (stamp & 0xFFF)
         let l = (fastRandom() & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
         return SOPID(high: h, low: l)
     }
