@@ -43,24 +43,70 @@ extension Separator: Sendable where Key: Sendable {}
 public struct BTreeNode<Key, Value> {
     /// The node's logical ID (stable across copy-on-write updates).
     public let id: SOPID
-    /// Leaf items in (key, id) order; empty for internal nodes.
-    public var items: [BTreeItem<Key, Value>]
-    /// Internal-node separators in order; empty for leaves.
-    public var separators: [Separator<Key>]
-    /// Internal-node children (logical IDs); empty for leaves.
-    public var children: [SOPID]
+    /// The three arrays behind one reference: a copy of a node (into a cache slot, a
+    /// working set, a descent's path) retains one object, not three arrays, and a leaf's
+    /// empty internal-node arrays are never touched.
+    @usableFromInline nonisolated(unsafe) var storage: NodeStorage<Key, Value>
 
     /// Makes a node.
     @inlinable public init(id: SOPID, items: [BTreeItem<Key, Value>] = [], separators: [Separator<Key>] = [],
                 children: [SOPID] = []) {
         self.id = id
+        self.storage = NodeStorage.make(NodeArrays(items: items, separators: separators, children: children))
+    }
+
+    /// Leaf items in (key, id) order; empty for internal nodes.
+    @inlinable public var items: [BTreeItem<Key, Value>] {
+        get { storage.header.items }
+        set { makeUnique(); storage.header.items = newValue }
+        _modify { makeUnique(); yield &storage.header.items }
+    }
+
+    /// Internal-node separators in order; empty for leaves.
+    @inlinable public var separators: [Separator<Key>] {
+        get { storage.header.separators }
+        set { makeUnique(); storage.header.separators = newValue }
+        _modify { makeUnique(); yield &storage.header.separators }
+    }
+
+    /// Internal-node children (logical IDs); empty for leaves.
+    @inlinable public var children: [SOPID] {
+        get { storage.header.children }
+        set { makeUnique(); storage.header.children = newValue }
+        _modify { makeUnique(); yield &storage.header.children }
+    }
+
+    /// True when the node holds items (no children).
+    @inlinable public var isLeaf: Bool { storage.header.children.isEmpty }
+
+    /// Copy-on-write: a shared storage is copied before a change (its arrays are then shared
+    /// by the two storages, and copied by the array's own copy-on-write when changed).
+    @inlinable @inline(__always) mutating func makeUnique() {
+        if !isKnownUniquelyReferenced(&storage) { storage = NodeStorage.make(storage.header) }
+    }
+}
+
+/// The arrays of a ``BTreeNode``.
+@usableFromInline struct NodeArrays<Key, Value> {
+    @usableFromInline var items: [BTreeItem<Key, Value>]
+    @usableFromInline var separators: [Separator<Key>]
+    @usableFromInline var children: [SOPID]
+
+    @inlinable init(items: [BTreeItem<Key, Value>], separators: [Separator<Key>], children: [SOPID]) {
         self.items = items
         self.separators = separators
         self.children = children
     }
+}
 
-    /// True when the node holds items (no children).
-    @inlinable public var isLeaf: Bool { children.isEmpty }
+/// The storage of a ``BTreeNode``: its arrays as the header of a `ManagedBuffer` (no
+/// elements), read and changed in place through the buffer's addressors (no dynamic
+/// exclusivity check, as a class's stored property would have). Changed only while uniquely
+/// referenced (``BTreeNode/makeUnique()``): the node is `Sendable` when its keys and values are.
+@usableFromInline final class NodeStorage<Key, Value>: ManagedBuffer<NodeArrays<Key, Value>, UInt8> {
+    @inlinable static func make(_ arrays: NodeArrays<Key, Value>) -> NodeStorage {
+        unsafeDowncast(NodeStorage.create(minimumCapacity: 0) { _ in arrays }, to: NodeStorage.self)
+    }
 }
 
 extension BTreeNode: Sendable where Key: Sendable, Value: Sendable {}
