@@ -52,37 +52,37 @@ public struct BTreeNode<Key, Value> {
     @inlinable public init(id: SOPID, items: [BTreeItem<Key, Value>] = [], separators: [Separator<Key>] = [],
                 children: [SOPID] = []) {
         self.id = id
-        self.storage = NodeStorage.make(NodeArrays(items: items, separators: separators, children: children))
+        self.storage = NodeStorage(NodeArrays(items: items, separators: separators, children: children))
     }
 
     /// Leaf items in (key, id) order; empty for internal nodes.
     @inlinable public var items: [BTreeItem<Key, Value>] {
-        get { storage.header.items }
-        set { makeUnique(); storage.header.items = newValue }
-        _modify { makeUnique(); yield &storage.header.items }
+        get { storage.arrays.items }
+        set { makeUnique(); storage.arrays.items = newValue }
+        _modify { makeUnique(); yield &storage.arrays.items }
     }
 
     /// Internal-node separators in order; empty for leaves.
     @inlinable public var separators: [Separator<Key>] {
-        get { storage.header.separators }
-        set { makeUnique(); storage.header.separators = newValue }
-        _modify { makeUnique(); yield &storage.header.separators }
+        get { storage.arrays.separators }
+        set { makeUnique(); storage.arrays.separators = newValue }
+        _modify { makeUnique(); yield &storage.arrays.separators }
     }
 
     /// Internal-node children (logical IDs); empty for leaves.
     @inlinable public var children: [SOPID] {
-        get { storage.header.children }
-        set { makeUnique(); storage.header.children = newValue }
-        _modify { makeUnique(); yield &storage.header.children }
+        get { storage.arrays.children }
+        set { makeUnique(); storage.arrays.children = newValue }
+        _modify { makeUnique(); yield &storage.arrays.children }
     }
 
     /// True when the node holds items (no children).
-    @inlinable public var isLeaf: Bool { storage.header.children.isEmpty }
+    @inlinable public var isLeaf: Bool { storage.arrays.children.isEmpty }
 
     /// Copy-on-write: a shared storage is copied before a change (its arrays are then shared
     /// by the two storages, and copied by the array's own copy-on-write when changed).
     @inlinable @inline(__always) mutating func makeUnique() {
-        if !isKnownUniquelyReferenced(&storage) { storage = NodeStorage.make(storage.header) }
+        if !isKnownUniquelyReferenced(&storage) { storage = NodeStorage(storage.arrays) }
     }
 }
 
@@ -99,13 +99,13 @@ public struct BTreeNode<Key, Value> {
     }
 }
 
-/// The storage of a ``BTreeNode``: its arrays as the header of a `ManagedBuffer` (no
-/// elements), read and changed in place through the buffer's addressors (no dynamic
-/// exclusivity check, as a class's stored property would have). Changed only while uniquely
-/// referenced (``BTreeNode/makeUnique()``): the node is `Sendable` when its keys and values are.
-@usableFromInline final class NodeStorage<Key, Value>: ManagedBuffer<NodeArrays<Key, Value>, UInt8> {
-    @inlinable static func make(_ arrays: NodeArrays<Key, Value>) -> NodeStorage {
-        unsafeDowncast(NodeStorage.create(minimumCapacity: 0) { _ in arrays }, to: NodeStorage.self)
+/// The storage of a ``BTreeNode``: its arrays, changed only while uniquely referenced
+/// (``BTreeNode/makeUnique()``); the node is `Sendable` when its keys and values are.
+@usableFromInline final class NodeStorage<Key, Value> {
+    @usableFromInline var arrays: NodeArrays<Key, Value>
+
+    @inlinable init(_ arrays: NodeArrays<Key, Value>) {
+        self.arrays = arrays
     }
 }
 
