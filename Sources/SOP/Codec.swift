@@ -283,12 +283,17 @@ enum ValueBox: Sendable {
     case blob(SOPID)
     case pending([UInt8])
 
-    /// Calls `body` with the JSON of an in-node value (`nil` for other cases), reading it in
-    /// place.
+    /// The JSON of an in-node value (`nil` for other cases), in place: valid only while
+    /// whatever holds this box (the leaf's item array) is alive and unchanged. Nothing opaque
+    /// runs while the payload is bound, so the payload's retain and release cancel out (a
+    /// `withBytes` closure around the caller's work kept them: a retain and a release per
+    /// item of a scan).
     @inline(__always)
-    func withInlineBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R? {
+    func inlineBytesInPlace() -> UnsafeBufferPointer<UInt8>? {
         guard case .inline(let v) = self else { return nil }
-        return try v.withBytes(body)
+        return v.storage.withUnsafeBufferPointer { u in
+            UnsafeBufferPointer(rebasing: u[Int(v.start)..<Int(v.start + v.count)])
+        }
     }
 }
 

@@ -642,8 +642,10 @@ enum StringItems {
     @usableFromInline
     static func item(_ items: [BTreeItem<EKey, ValueBox>], _ i: Int) -> Item<String, String>? {
         items.withUnsafeBufferPointer { b -> Item<String, String>? in
-            guard let plain = b[i].value.withInlineBytes({ JSONCoder<String>.plainString($0) }),
-                  let value = plain else { return nil }
+            // `items` (alive for this closure) holds the value's buffer.
+            guard let json = b[i].value.inlineBytesInPlace(), let value = JSONCoder<String>.plainString(json) else {
+                return nil
+            }
             return Item(key: b[i].key.withUTF8 { String(decoding: $0, as: UTF8.self) }, value: value, id: b[i].id)
         }
     }
