@@ -1,7 +1,7 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
 // alone. Usage: sop-prof <read|scan|insert|insert1tx|update|delete|single> [n] [rounds]; environment: SOP_PROF_DIR,
-// SOP_L1_MB, SOP_NO_COMPACTION, SOP_SLOT, SOP_INTERNAL (slot
+// SOP_L1_MB, SOP_NO_COMPACTION, SOP_CHECKPOINT_MB, SOP_SLOT, SOP_INTERNAL (slot
 // lengths of the store it creates), SOP_WARM (read every key before the timed rounds).
 import Foundation
 import BenchData
@@ -30,6 +30,7 @@ defer { if keptDir == nil { try? FileManager.default.removeItem(atPath: dir) } }
     var options = DatabaseOptions()
     if let mb = ProcessInfo.processInfo.environment["SOP_L1_MB"].flatMap(Int.init) { options.nodeCacheBytes = mb << 20 }
     if ProcessInfo.processInfo.environment["SOP_NO_COMPACTION"] != nil { options.automaticCompaction = false }
+    if let mb = ProcessInfo.processInfo.environment["SOP_CHECKPOINT_MB"].flatMap(UInt64.init) { options.checkpointBytes = mb << 20 }
     let db = try await Database.open(at: dir, options: options)
     func load(_ ids: ArraySlice<Int>) async throws {
         try await db.write { tx in
