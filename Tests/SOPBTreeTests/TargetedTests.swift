@@ -300,6 +300,42 @@ private func expectCorrupt(_ tree: BTree<IntRepo>, _ what: String) async {
         await expectCorrupt(tree, "an underfull leaf")
     }
 
+    /// A leaf is rebalanced only below a quarter of the slot length (at least two items), not
+    /// below half: random deletes then leave siblings and parents alone far longer.
+    @Test func leavesAreRebalancedBelowAQuarter() async throws {
+        #expect(BTree<IntRepo>.leafMinimum(slotLength: 4) == 2)
+        #expect(BTree<IntRepo>.leafMinimum(slotLength: 8) == 2)
+        #expect(BTree<IntRepo>.leafMinimum(slotLength: 20) == 5)
+        #expect(BTree<IntRepo>.leafMinimum(slotLength: 500) == 125)
+        let (tree, repo) = try await filled(slotLength: 20, count: 400)
+        // The leftmost leaf, its right sibling and their parent.
+        var parentID = repo.rootID
+        while !repo.nodes[repo.nodes[parentID]!.children[0]]!.isLeaf { parentID = repo.nodes[parentID]!.children[0] }
+        let parentBefore = repo.nodes[parentID]!
+        let leafID = parentBefore.children[0]
+        let siblingID = parentBefore.children[1]
+        let siblingBefore = repo.nodes[siblingID]!.items.map(\.key)
+        var keys = repo.nodes[leafID]!.items.map(\.key)
+        #expect(keys.count >= 10)
+        // Down to five items: nothing but the leaf changes.
+        var removed = 0
+        while keys.count > 5 {
+            #expect(try await tree.remove(keys.removeLast()))
+            removed += 1
+        }
+        #expect(repo.nodes[leafID]!.items.map(\.key) == keys)
+        #expect(repo.nodes[siblingID]!.items.map(\.key) == siblingBefore)
+        #expect(repo.nodes[parentID]!.separators.map(\.key) == parentBefore.separators.map(\.key))
+        try await tree.checkInvariants(expectedCount: Int64(400 - removed))
+        // Below it: the leaf borrows from its sibling or merges with it.
+        #expect(try await tree.remove(keys.removeLast()))
+        try await tree.checkInvariants(expectedCount: Int64(399 - removed))
+        let leafNow = repo.nodes[leafID]?.items.count ?? 0
+        #expect(leafNow == 0 || leafNow >= 5)
+        #expect(repo.nodes[siblingID]?.items.map(\.key) != siblingBefore)
+        #expect(repo.violations.isEmpty)
+    }
+
     @Test func checkInvariantsDetectsUnevenDepthAndBadSeparator() async throws {
         let (tree, repo) = try await filled(slotLength: 4, count: 200)
         let root = repo.nodes[repo.rootID]!
