@@ -43,70 +43,24 @@ extension Separator: Sendable where Key: Sendable {}
 public struct BTreeNode<Key, Value> {
     /// The node's logical ID (stable across copy-on-write updates).
     public let id: SOPID
-    /// The three arrays behind one reference: a copy of a node (into a cache slot, a
-    /// working set, a descent's path) retains one object, not three arrays, and a leaf's
-    /// empty internal-node arrays are never touched.
-    @usableFromInline nonisolated(unsafe) var storage: NodeStorage<Key, Value>
+    /// Leaf items in (key, id) order; empty for internal nodes.
+    public var items: [BTreeItem<Key, Value>]
+    /// Internal-node separators in order; empty for leaves.
+    public var separators: [Separator<Key>]
+    /// Internal-node children (logical IDs); empty for leaves.
+    public var children: [SOPID]
 
     /// Makes a node.
     @inlinable public init(id: SOPID, items: [BTreeItem<Key, Value>] = [], separators: [Separator<Key>] = [],
                 children: [SOPID] = []) {
         self.id = id
-        self.storage = NodeStorage(NodeArrays(items: items, separators: separators, children: children))
-    }
-
-    /// Leaf items in (key, id) order; empty for internal nodes.
-    @inlinable public var items: [BTreeItem<Key, Value>] {
-        get { storage.arrays.items }
-        set { makeUnique(); storage.arrays.items = newValue }
-        _modify { makeUnique(); yield &storage.arrays.items }
-    }
-
-    /// Internal-node separators in order; empty for leaves.
-    @inlinable public var separators: [Separator<Key>] {
-        get { storage.arrays.separators }
-        set { makeUnique(); storage.arrays.separators = newValue }
-        _modify { makeUnique(); yield &storage.arrays.separators }
-    }
-
-    /// Internal-node children (logical IDs); empty for leaves.
-    @inlinable public var children: [SOPID] {
-        get { storage.arrays.children }
-        set { makeUnique(); storage.arrays.children = newValue }
-        _modify { makeUnique(); yield &storage.arrays.children }
-    }
-
-    /// True when the node holds items (no children).
-    @inlinable public var isLeaf: Bool { storage.arrays.children.isEmpty }
-
-    /// Copy-on-write: a shared storage is copied before a change (its arrays are then shared
-    /// by the two storages, and copied by the array's own copy-on-write when changed).
-    @inlinable @inline(__always) mutating func makeUnique() {
-        if !isKnownUniquelyReferenced(&storage) { storage = NodeStorage(storage.arrays) }
-    }
-}
-
-/// The arrays of a ``BTreeNode``.
-@usableFromInline struct NodeArrays<Key, Value> {
-    @usableFromInline var items: [BTreeItem<Key, Value>]
-    @usableFromInline var separators: [Separator<Key>]
-    @usableFromInline var children: [SOPID]
-
-    @inlinable init(items: [BTreeItem<Key, Value>], separators: [Separator<Key>], children: [SOPID]) {
         self.items = items
         self.separators = separators
         self.children = children
     }
-}
 
-/// The storage of a ``BTreeNode``: its arrays, changed only while uniquely referenced
-/// (``BTreeNode/makeUnique()``); the node is `Sendable` when its keys and values are.
-@usableFromInline final class NodeStorage<Key, Value> {
-    @usableFromInline var arrays: NodeArrays<Key, Value>
-
-    @inlinable init(_ arrays: NodeArrays<Key, Value>) {
-        self.arrays = arrays
-    }
+    /// True when the node holds items (no children).
+    @inlinable public var isLeaf: Bool { children.isEmpty }
 }
 
 extension BTreeNode: Sendable where Key: Sendable, Value: Sendable {}
