@@ -269,9 +269,13 @@ struct ValueBytes: Sendable {
 
     @inline(__always)
     func withBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
-        try storage.withUnsafeBufferPointer { u in
-            try body(UnsafeBufferPointer(rebasing: u[Int(start)..<Int(start + count)]))
-        }
+        try withExtendedLifetime(storage) { try body(bytesInPlace) }
+    }
+
+    /// The bytes, in place: valid only while `storage` is held (by this value or its owner).
+    @inline(__always)
+    var bytesInPlace: UnsafeBufferPointer<UInt8> {
+        storage.withUnsafeBufferPointer { UnsafeBufferPointer(rebasing: $0[Int(start)..<Int(start + count)]) }
     }
 }
 
@@ -291,9 +295,7 @@ enum ValueBox: Sendable {
     @inline(__always)
     func inlineBytesInPlace() -> UnsafeBufferPointer<UInt8>? {
         guard case .inline(let v) = self else { return nil }
-        return v.storage.withUnsafeBufferPointer { u in
-            UnsafeBufferPointer(rebasing: u[Int(v.start)..<Int(v.start + v.count)])
-        }
+        return v.bytesInPlace
     }
 }
 
