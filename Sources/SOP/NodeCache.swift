@@ -35,13 +35,6 @@ final class NodeCache: Sendable {
         }
     }
 
-    /// An entry usable without a registry lookup.
-    struct Hit {
-        var node: EngineNode
-        var physical: SOPID
-        var version: UInt32
-    }
-
     /// The epoch of an entry not yet confirmed against the registry.
     static let unconfirmed = UInt64.max
 
@@ -157,14 +150,17 @@ final class NodeCache: Sendable {
     /// one). Counts a hit; a `nil` counts nothing (the caller goes on to
     /// ``get(_:physical:version:epoch:)``).
     @inline(__always)
-    func current(_ key: Key, epoch: UInt64) -> Hit? {
+    func current(_ key: Key, epoch: UInt64) -> (node: EngineNode, physical: SOPID, version: UInt32)? {
         table.withLock { t in
             guard let i = t.find(key) else { return nil }
-            // Through the buffer: the slot's fields are read in place (no copy of the slot).
-            let hit = t.slots.withUnsafeMutableBufferPointer { b -> Hit? in
-                guard b[i].epoch == epoch, let node = b[i].node else { return nil }
-                b[i].referenced = true
-                return Hit(node: node, physical: b[i].physical, version: b[i].version)
+            // Through a pointer: the slot's fields are read in place, and only the node is
+            // copied (a copy of the slot, or of a struct on its way out, retains the node's
+            // arrays again).
+            let hit = t.slots.withUnsafeMutableBufferPointer { b -> (node: EngineNode, physical: SOPID, version: UInt32)? in
+                let slot = b.baseAddress! + i
+                guard slot.pointee.epoch == epoch, slot.pointee.node != nil else { return nil }
+                slot.pointee.referenced = true
+                return (slot.pointee.node.unsafelyUnwrapped, slot.pointee.physical, slot.pointee.version)
             }
             if hit != nil { t.hits += 1 }
             return hit

@@ -90,16 +90,17 @@ final class TxNodeRepository: NodeRepository, StoreWork {
     /// An L1 entry confirmed at the current handle epoch needs no registry lookup (see
     /// ``NodeCache``); otherwise the registry names the current blob, and L1 may hold it.
     private func lookUp(_ id: SOPID) throws -> Found {
-        if let n = nodes[id]?.node { return .node(n) }
+        // One lookup, and one copy of the node (`nodes[id]?.node` copied the entry, then the node).
+        if let i = nodes.index(forKey: id), let n = nodes.values[i].node { return .node(n) }
         if !changes.isEmpty, changes[id] == .removed {
             throw SOPError(.internalError, "node \(id) of store '\(info.name)' was fetched after it was removed")
         }
         let key = NodeCache.Key(logical: id, type: schema.tag)
         // Read before the registry: an entry confirmed at this value is current while it lasts.
         let epoch = engine.storage.handleEpoch
-        if let hit = engine.cache.current(key, epoch: epoch) {
-            nodes[id] = WorkNode(node: hit.node, version: hit.version)
-            return .node(hit.node)
+        if let (node, _, version) = engine.cache.current(key, epoch: epoch) {
+            nodes[id] = WorkNode(node: node, version: version)
+            return .node(node)
         }
         guard let h = engine.storage.handle(store: info.id, logicalID: id) else { throw gone(id) }
         guard let cached = engine.cache.get(key, physical: h.active, version: h.version, epoch: epoch) else {
