@@ -198,4 +198,48 @@ import Testing
         #expect(db.readStatistics.nodeBlobReads == loaded, "moved nodes were loaded again")
         try await db.close()
     }
+
+    /// A leaf's values as the cache keeps them: one buffer, in item order (what a scan reads
+    /// without waiting for memory), unless they already are.
+    @Test func cachedLeavesKeepTheirValuesInOneBufferInItemOrder() throws {
+        func leaf(_ values: [ValueBytes]) -> EngineNode {
+            let items = values.enumerated().map { i, v in
+                BTreeItem(key: EKey(int: Int64(i)), id: SOPID(high: 9, low: UInt64(i)), value: ValueBox.inline(v))
+            }
+            return BTreeNode(id: SOPID(high: 8, low: 1), items: items)
+        }
+        func parts(_ n: EngineNode) -> (bases: Set<UnsafeRawPointer?>, starts: [Int], texts: [[UInt8]]) {
+            var bases: Set<UnsafeRawPointer?> = []
+            var starts: [Int] = []
+            var texts: [[UInt8]] = []
+            for item in n.items {
+                guard case .inline(let v) = item.value else { continue }
+                bases.insert(v.storage.withUnsafeBytes { UnsafeRawPointer($0.baseAddress) })
+                starts.append(Int(v.start))
+                texts.append(v.withBytes { Array($0) })
+            }
+            return (bases, starts, texts)
+        }
+        let shared: [UInt8] = Array("\"a\"\"bb\"\"ccc\"".utf8)
+        let a = ValueBytes(shared, 0..<3), b = ValueBytes(shared, 3..<7), c = ValueBytes(shared, 7..<12)
+        let own = ValueBytes(Array("\"new\"".utf8))
+        let expected = [Array("\"a\"".utf8), Array("\"new\"".utf8), Array("\"bb\"".utf8), Array("\"ccc\"".utf8)]
+
+        // One buffer, in order: kept as it is (no copy).
+        let inOrder = parts(NodeFormat.forCache(leaf([a, b, c])))
+        #expect(inOrder.bases == [shared.withUnsafeBytes { UnsafeRawPointer($0.baseAddress) }])
+        #expect(inOrder.starts == [0, 3, 7])
+
+        // A value in a buffer of its own between them (a commit's new value): packed.
+        let mixed = parts(NodeFormat.forCache(leaf([a, own, b, c])))
+        #expect(mixed.bases.count == 1)
+        #expect(mixed.starts == [0, 3, 8, 12])
+        #expect(mixed.texts == expected)
+
+        // One buffer, out of item order: packed in item order.
+        let swapped = parts(NodeFormat.forCache(leaf([b, a, c])))
+        #expect(swapped.bases.count == 1)
+        #expect(swapped.starts == [0, 4, 7])
+        #expect(swapped.texts == [expected[2], expected[0], expected[3]])
+    }
 }
