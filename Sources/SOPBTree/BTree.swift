@@ -75,8 +75,34 @@ public final class BTree<Repo: NodeRepository> {
     /// Fewest separators a non-root internal node may hold.
     @usableFromInline let internalMinSize: Int
 
+    /// The current item (nil: cursor invalid), unless ``currentInPath``.
+    @usableFromInline var storedCurrent: Item?
+    /// The current item is the one the path ends at (`path.last.node.items[path.last.index]`)
+    /// and was not copied into ``storedCurrent``: crossing to a sibling leaf copies no item
+    /// (the copy's retain of the leaf's value buffer was a locked write to a line not yet in
+    /// cache, on every leaf a scan crosses). Code that changes `path` other than together with
+    /// the current item calls ``materializeCurrent()`` first.
+    @usableFromInline var currentInPath = false
+
     /// The current item (nil: cursor invalid).
-    @usableFromInline var current: Item?
+    @inlinable var current: Item? {
+        get {
+            if currentInPath { return path[path.count - 1].node.items[path[path.count - 1].index] }
+            return storedCurrent
+        }
+        set {
+            storedCurrent = newValue
+            currentInPath = false
+        }
+    }
+
+    /// Whether the cursor is valid (``current`` is not `nil`), without copying the item.
+    @inlinable var hasCurrent: Bool { currentInPath || storedCurrent != nil }
+
+    /// Copies the current item out of the path (before the path changes without it).
+    @inlinable func materializeCurrent() {
+        if currentInPath { current = current }
+    }
     /// Root-to-leaf path to `current`; valid only while `pathVersion == version`.
     @usableFromInline var path: [Frame] = []
     /// Bumped by every mutation.
@@ -188,6 +214,7 @@ public final class BTree<Repo: NodeRepository> {
     /// cursor was invalid.
     @inlinable public func next() async throws -> Bool {
         guard try await ensurePath() else { return false }
+        materializeCurrent()
         let leafLevel = path.count - 1
         path[leafLevel].index += 1
         let i = path[leafLevel].index
@@ -207,6 +234,7 @@ public final class BTree<Repo: NodeRepository> {
     /// when the cursor was invalid.
     @inlinable public func previous() async throws -> Bool {
         guard try await ensurePath() else { return false }
+        materializeCurrent()
         let leafLevel = path.count - 1
         path[leafLevel].index -= 1
         let i = path[leafLevel].index
@@ -271,7 +299,7 @@ public final class BTree<Repo: NodeRepository> {
     /// cached). Returns the new leaf's items; `nil` when that does not apply (nothing moved:
     /// the caller goes the general way, ``moveWithinLeaf(toEnd:)`` then ``next()``).
     @inlinable public func moveToNextSiblingLeafIfCached() throws -> [BTreeItem<Key, Value>]? {
-        guard current != nil, pathVersion == version, path.count >= 2 else { return nil }
+        guard hasCurrent, pathVersion == version, path.count >= 2 else { return nil }
         let leafLevel = path.count - 1
         let parent = leafLevel - 1
         let next = path[parent].index + 1
@@ -280,7 +308,8 @@ public final class BTree<Repo: NodeRepository> {
         guard !node.items.isEmpty else { throw corrupt("empty non-root leaf", node.id) }
         path[parent].index = next
         path[leafLevel] = Frame(node: node, index: 0)
-        current = node.items[0]
+        storedCurrent = nil
+        currentInPath = true
         return node.items
     }
 
@@ -695,6 +724,7 @@ public final class BTree<Repo: NodeRepository> {
     /// with the node recorded again (`repository.update` or `add`); the cursor is set anew
     /// by the change.
     @inlinable func takeForChange(_ p: inout [Frame], _ level: Int) {
+        materializeCurrent()
         if !path.isEmpty {
             path = []
             pathVersion = 0

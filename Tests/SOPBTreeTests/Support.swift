@@ -9,6 +9,9 @@ final class MemoryRepository<K, V>: NodeRepository {
 
     var nodes: [SOPID: BTreeNode<K, V>] = [:]
     var fetchCount = 0
+    /// Whether ``fetchIfCached(_:)`` serves nodes (as the engine's cache does); off, the tree
+    /// takes the general, async path for every node.
+    var servesCached = false
     var violations: [String] = []
     private var nextID: UInt64 = 0
 
@@ -25,6 +28,10 @@ final class MemoryRepository<K, V>: NodeRepository {
         fetchCount += 1
         guard let node = nodes[id] else { throw SOPError(.notFound, "node \(id.hex) does not exist") }
         return node
+    }
+
+    func fetchIfCached(_ id: SOPID) throws -> BTreeNode<K, V>? {
+        servesCached ? nodes[id] : nil
     }
 
     func add(_ node: BTreeNode<K, V>) {

@@ -29,6 +29,47 @@ private func expectCorrupt(_ tree: BTree<IntRepo>, _ what: String) async {
 }
 
 @Suite struct TargetedTests {
+    /// Crossing to a sibling leaf leaves the item under the cursor in the path (no copy); every
+    /// use of the cursor afterwards sees that item.
+    @Test func cursorAfterCrossingToASiblingLeaf() async throws {
+        // Leaves of at most 4 items under one root (fan-out 64): every leaf but the last has a
+        // sibling to cross to.
+        let (tree, repo) = makeTree(slotLength: 4, internalSlotLength: 64, unique: true)
+        var rng = SplitMix64(seed: 7)
+        for k in Array(0..<60).shuffled(using: &rng) { #expect(try await tree.add(k, k * 10, id: id(k + 1))) }
+        #expect(repo.height == 2)
+        repo.servesCached = true
+        #expect(try await tree.first())
+        let second = try #require(try tree.moveToNextSiblingLeafIfCached())
+        let k0 = second[0].key
+        #expect(k0 > 0 && tree.currentKey == k0 && tree.currentItem?.id == id(k0 + 1) && tree.currentValue == k0 * 10)
+        #expect(try await tree.next())
+        #expect(tree.currentKey == k0 + 1)
+        #expect(try await tree.previous())
+        #expect(tree.currentKey == k0)
+        // Cross again: change the value under the cursor, then its key's non-ordering part.
+        let third = try #require(try tree.moveToNextSiblingLeafIfCached())
+        let k1 = third[0].key
+        #expect(k1 > k0 && tree.currentKey == k1)
+        #expect(try await tree.updateCurrentValue(-1))
+        #expect(tree.currentKey == k1 && tree.currentValue == -1)
+        #expect(try await tree.updateCurrentKey(k1))
+        // Cross again and remove the item under the cursor: the cursor moves to its successor.
+        #expect(try await tree.find(k1))
+        let fourth = try #require(try tree.moveToNextSiblingLeafIfCached())
+        let k2 = fourth[0].key
+        #expect(try await tree.removeCurrent())
+        #expect(tree.currentKey == k2 + 1)
+        #expect(try await !tree.find(k2))
+        #expect(try await tree.find(k1) && tree.currentValue == -1)
+        // Crossing, then a descent elsewhere, then crossing back from there.
+        #expect(try await tree.find(0))
+        let again = try #require(try tree.moveToNextSiblingLeafIfCached())
+        #expect(again[0].key == k0 && tree.currentKey == k0)
+        try await tree.checkInvariants(expectedCount: 59)
+        #expect(repo.violations.isEmpty)
+    }
+
     @Test func rootSplitAndCollapseKeepRootID() async throws {
         let (tree, repo) = makeTree(slotLength: 4, unique: true)
         let rootID = repo.rootID
