@@ -666,43 +666,33 @@ enum NodeFormat {
     static func forCache(_ n: EngineNode) -> EngineNode {
         var m = trimmed(n)
         guard m.isLeaf else { return m }
-        // Compacting costs a copy of the values and a retain of the new buffer per item (~9 %
-        // of an update phase when every changed leaf was compacted). It is skipped when the
-        // values lie in one buffer in item order, or in two (a leaf that one commit changed:
-        // its values as read plus the new ones), and the buffers hold not much more than the
-        // values. Values in item order are what a scan reads fast: each one starts where the
-        // previous one ended, so the processor has already fetched it. A leaf that kept
-        // values in a few buffers of their own (each value a commit writes is an array of
-        // its own) made a scan wait for memory at each (a scan after loading in
-        // thousand-item commits ran at 4.5M items/s against 6M for the same leaves read back
-        // from disk, whose values are packed in order).
+        // Compacting costs a copy of the values (about 100 ns per KiB). It is skipped only
+        // when the values already lie in one buffer, in item order, and the buffer holds not
+        // much more than them. Values in item order are what a scan reads fast: each one
+        // starts where the previous one ended, so the processor has already fetched it. A leaf
+        // that kept a few values in buffers of their own after a commit (each value a new
+        // array when written) made a scan wait for memory at each of those (a scan after
+        // loading in thousand-item commits ran at 4.5M items/s against 6M for the same leaves
+        // read back from disk, whose values are packed in order).
         var total = 0
-        var first: UnsafeRawPointer?
-        var second: UnsafeRawPointer?
+        var buffer: UnsafeRawPointer?
         var kept = 0
-        var inOrder = true
+        var packed = true
         var lastEnd = 0
-        var compact = true
         for item in m.items {
             guard case .inline(let v) = item.value else { continue }
             total += Int(v.count)
             let base = v.storage.withUnsafeBytes { UnsafeRawPointer($0.baseAddress) }
-            if first == nil {
-                first = base
+            if buffer == nil {
+                buffer = base
                 kept = v.storage.count
-            } else if base != first {
-                if second == nil {
-                    second = base
-                    kept += v.storage.count
-                } else if base != second {
-                    compact = false
-                    break
-                }
+            } else if base != buffer || Int(v.start) < lastEnd {
+                packed = false
+                break
             }
-            if base != first || Int(v.start) < lastEnd { inOrder = false }
-            if base == first { lastEnd = Int(v.start) + Int(v.count) }
+            lastEnd = Int(v.start) + Int(v.count)
         }
-        if compact && (inOrder || second != nil) && kept <= total + total / 4 { return m }
+        if packed && kept <= total + total / 4 { return m }
         packValues(&m.items)
         return m
     }
