@@ -666,18 +666,21 @@ enum NodeFormat {
     static func forCache(_ n: EngineNode) -> EngineNode {
         var m = trimmed(n)
         guard m.isLeaf else { return m }
-        // Compacting costs a copy of the values (about 100 ns per KiB). It is skipped only
-        // when the values already lie in one buffer, in item order, and the buffer holds not
-        // much more than them. Values in item order are what a scan reads fast: each one
-        // starts where the previous one ended, so the processor has already fetched it. A leaf
-        // that kept a few values in buffers of their own after a commit (each value a new
-        // array when written) made a scan wait for memory at each of those (a scan after
-        // loading in thousand-item commits ran at 4.5M items/s against 6M for the same leaves
-        // read back from disk, whose values are packed in order).
+        // Compacting costs a copy of the values and a retain of the new buffer per item. It is
+        // skipped only when the values already lie in one buffer, in item order, and the
+        // buffer holds not much more than them. Values in item order are what a scan reads
+        // fast: each one starts where the previous one ended, so the processor has already
+        // fetched it. A leaf that kept a few values in buffers of their own after a commit
+        // (each value a new array when written) made a scan wait for memory at each of those
+        // (a scan after loading in thousand-item commits ran at 4.5M items/s against 6M for
+        // the same leaves read back from disk, whose values are packed in order). The price is
+        // paid by commits: packing is ~9 % of an update phase's profile (`sop-prof update`);
+        // leaving a once-changed leaf's values in two buffers saved updates nothing measurable
+        // at a million items and cost scans (docs/performance.md, sixth round).
         var total = 0
         var buffer: UnsafeRawPointer?
         var kept = 0
-        var packed = true
+        var packed = true  // the values lie in one buffer, in item order
         var lastEnd = 0
         for item in m.items {
             guard case .inline(let v) = item.value else { continue }
