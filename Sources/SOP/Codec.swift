@@ -701,25 +701,32 @@ enum NodeFormat {
     }
 
     /// Copies the inline values of `items` into one buffer sized for them and points the
-    /// items at it.
+    /// items at it. The items are read in place: a copy of each (as a `for item in items`
+    /// loop makes) retained and released its key and value buffers, twice per item.
     static func packValues(_ items: inout [BTreeItem<EKey, ValueBox>]) {
-        var total = 0
-        for item in items { if case .inline(let v) = item.value { total += Int(v.count) } }
-        var values: [UInt8] = []
-        values.reserveCapacity(total)
-        var placed: [Range<Int>] = []
-        placed.reserveCapacity(items.count)
-        for item in items {
-            if case .inline(let v) = item.value {
-                let at = values.count
-                v.withBytes { values.append(contentsOf: $0) }
-                placed.append(at..<values.count)
-            } else {
-                placed.append(0..<0)
-            }
+        let total = items.withUnsafeBufferPointer { b in
+            var total = 0
+            for i in b.indices { total += b[i].value.inlineBytesInPlace()?.count ?? 0 }
+            return total
         }
-        for i in items.indices {
-            if case .inline = items[i].value { items[i].value = .inline(ValueBytes(values, placed[i])) }
+        let values = [UInt8](unsafeUninitializedCapacity: total) { out, count in
+            items.withUnsafeBufferPointer { b in
+                var at = 0
+                for i in b.indices {
+                    guard let v = b[i].value.inlineBytesInPlace(), let source = v.baseAddress, !v.isEmpty else { continue }
+                    (out.baseAddress! + at).initialize(from: source, count: v.count)
+                    at += v.count
+                }
+            }
+            count = total
+        }
+        items.withUnsafeMutableBufferPointer { b in
+            var at = 0
+            for i in b.indices {
+                guard let n = b[i].value.inlineBytesInPlace()?.count else { continue }
+                b[i].value = .inline(ValueBytes(values, at..<(at + n)))
+                at += n
+            }
         }
     }
 
