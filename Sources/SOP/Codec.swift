@@ -674,7 +674,7 @@ enum NodeFormat {
         // (each value a new array when written) made a scan wait for memory at each of those
         // (a scan after loading in thousand-item commits ran at 4.5M items/s against 6M for
         // the same leaves read back from disk, whose values are packed in order). The price is
-        // paid by commits: packing is ~9 % of an update phase's profile (`sop-prof update`);
+        // paid by commits: packing is ~3 % of an update phase's profile (`sop-prof update`);
         // leaving a once-changed leaf's values in two buffers saved updates nothing measurable
         // at a million items and cost scans (docs/performance.md, sixth round).
         var total = 0
