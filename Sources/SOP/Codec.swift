@@ -297,6 +297,14 @@ enum ValueBox: Sendable {
         guard case .inline(let v) = self else { return nil }
         return v.bytesInPlace
     }
+
+    /// An in-node value's place: its buffer's address (see `objectAddress`) and the range of
+    /// its bytes there; `nil` for other cases. For hints only: reads no byte of the buffer.
+    @inline(__always)
+    var inlineSpan: (storage: UnsafeRawPointer, start: Int, end: Int)? {
+        guard case .inline(let v) = self else { return nil }
+        return (objectAddress(v.storage), Int(v.start), Int(v.start + v.count))
+    }
 }
 
 typealias EngineNode = BTreeNode<EKey, ValueBox>

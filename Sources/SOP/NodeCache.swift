@@ -1,5 +1,6 @@
 import Dispatch
 import SOPBTree
+import CSOPHints
 import SOPCore
 import Synchronization
 
@@ -197,6 +198,69 @@ final class NodeCache: Sendable {
         var cost: Int
     }
 
+    /// Prefetch hints for a scan entering a leaf, one stage of the leaves ahead each, so that
+    /// each miss of a leaf's dependent chain — its slot, then its item array, then its value
+    /// buffer — is requested a leaf's worth of work before it is needed: the slot `slotOf`
+    /// lies in, the item array of `itemsOf` (whose slot a call one leaf earlier requested) and
+    /// the values of `valuesOf` (whose items were requested a leaf earlier). Waits for nothing
+    /// that was not requested before, changes nothing (not even a referenced bit or a count),
+    /// and a key not cached is skipped. `itemLimit`: the most items a leaf holds.
+    func prefetch(slotOf a: Key?, itemsOf b: Key?, valuesOf c: Key?, itemLimit: Int) {
+        table.withLock { t in
+            t.slots.withUnsafeBufferPointer { slots in
+                let base = UnsafeRawPointer(slots.baseAddress!)
+                if let a {
+                    // The slot and the next (a probe run rarely goes further); a slot spans two lines.
+                    let at = base + a.home(t.mask) * MemoryLayout<Slot>.stride
+                    var line = 0
+                    while line < 2 * MemoryLayout<Slot>.stride {
+                        sop_prefetch(at + line)
+                        line &+= 64
+                    }
+                }
+                // The item array's address, read in place: a copy of the node would retain
+                // its arrays, a write to the very lines not yet here.
+                func itemArray(_ i: Int) -> UnsafeRawPointer? {
+                    guard slots[i].used, slots[i].node != nil else { return nil }
+                    return (base + i * MemoryLayout<Slot>.stride + NodeCache.itemsOffset).load(as: UnsafeRawPointer?.self)
+                }
+                if let b, let i = t.find(b), let items = itemArray(i) {
+                    // The array's header and elements, by address: reading the count first
+                    // would wait for the header's line.
+                    let bytes = arrayElementsOffset + itemLimit * MemoryLayout<BTreeItem<EKey, ValueBox>>.stride
+                    var line = 0
+                    while line < bytes {
+                        sop_prefetch(items + line)
+                        line &+= 64
+                    }
+                }
+                if let c, let i = t.find(c), let items = itemArray(i) {
+                    // The header and the items were requested a leaf ago.
+                    let count = items.load(fromByteOffset: arrayCountOffset, as: Int.self)
+                    guard count > 0 else { return }
+                    let stride = MemoryLayout<BTreeItem<EKey, ValueBox>>.stride
+                    let first = (items + arrayElementsOffset + NodeCache.valueOffset).assumingMemoryBound(to: ValueBox.self)
+                    let last = (items + arrayElementsOffset + (count - 1) * stride + NodeCache.valueOffset).assumingMemoryBound(to: ValueBox.self)
+                    guard let v = first.pointee.inlineSpan else { return }
+                    // The values lie in one buffer in item order (see ``NodeFormat/forCache(_:)``);
+                    // otherwise only the first item's value.
+                    var end = v.end
+                    if let w = last.pointee.inlineSpan, w.storage == v.storage { end = w.end }
+                    var at = arrayElementsOffset + v.start
+                    while at < arrayElementsOffset + end {
+                        sop_prefetch(v.storage + at)
+                        at &+= 64
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where a slot holds its node's item array (the node is stored in the slot).
+    private static let itemsOffset = MemoryLayout<Slot>.offset(of: \Slot.node)! + MemoryLayout<EngineNode>.offset(of: \EngineNode.items)!
+    /// Where an item holds its value.
+    private static let valueOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.value)!
+
     /// Caches entries (replacing what their keys held) and evicts as needed; returns the nodes
     /// replaced or evicted, for the caller to release outside the lock (or hand to
     /// ``release(_:)``).
@@ -285,3 +349,18 @@ final class NodeCache: Sendable {
         table.withLock { ($0.bytes, $0.count, $0.hits, $0.misses) }
     }
 }
+
+/// The address of an array's storage object, read without touching the storage: for hints,
+/// or to be read only while the array is known to be alive. The object starts with the
+/// heap-object header (two words) and the count; the elements follow at
+/// `arrayElementsOffset` (for elements aligned to at most a word, as all of the engine's are).
+
+@inline(__always)
+func objectAddress<T>(_ array: [T]) -> UnsafeRawPointer {
+    unsafeBitCast(array, to: UnsafeRawPointer.self)
+}
+
+/// Where an array's storage object holds its count.
+let arrayCountOffset = 2 * MemoryLayout<Int>.size
+/// Where an array's storage object's elements start (count and capacity follow the header).
+let arrayElementsOffset = 4 * MemoryLayout<Int>.size

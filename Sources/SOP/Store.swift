@@ -330,7 +330,17 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         guard let leaf = try await tree.cursorLeaf() else { return false }
         buffer = leaf.items
         index = leaf.index
+        prefetchAhead()
         return true
+    }
+
+    /// Asks the cache to bring the leaves ahead of the one just entered closer (a stage of
+    /// each; see `NodeCache.prefetch`): a scan otherwise waits on each leaf's dependent chain
+    /// of misses — slot, item array, value buffer — when it crosses into it.
+    private func prefetchAhead() {
+        let d = descending ? -1 : 1
+        store.repository.prefetch(tree.siblingLeafID(ahead: d), tree.siblingLeafID(ahead: 2 * d),
+                                  tree.siblingLeafID(ahead: 3 * d))
     }
 
     /// The next item when it is in the current leaf (no call into the tree, no suspension);
@@ -388,6 +398,7 @@ struct RangeWalker<Key: Codable & Sendable, Value: Codable & Sendable> {
         guard !descending, let items = try tree.moveToNextSiblingLeafIfCached() else { return false }
         buffer = items
         index = 0
+        prefetchAhead()
         return true
     }
 

@@ -110,6 +110,16 @@ final class TxNodeRepository: NodeRepository, StoreWork {
         return .node(cached)
     }
 
+    /// Prefetch hints for a scan entering a leaf (see ``NodeCache/prefetch(slotOf:itemsOf:valuesOf:itemLimit:)``):
+    /// the leaves one, two and three ahead of it in the walk's direction.
+    func prefetch(_ one: SOPID?, _ two: SOPID?, _ three: SOPID?) {
+        let tag = schema.tag
+        engine.cache.prefetch(slotOf: three.map { NodeCache.Key(logical: $0, type: tag) },
+                              itemsOf: two.map { NodeCache.Key(logical: $0, type: tag) },
+                              valuesOf: one.map { NodeCache.Key(logical: $0, type: tag) },
+                              itemLimit: info.options.slotLength)
+    }
+
     /// The tree changed under this transaction (a node it was led to no longer exists).
     private func gone(_ id: SOPID) -> SOPError {
         SOPError(.conflict, "transaction conflict: node \(id) of store '\(info.name)' no longer exists")

@@ -313,6 +313,17 @@ public final class BTree<Repo: NodeRepository> {
         return node.items
     }
 
+    /// The ID of the leaf `ahead` places after the cursor's leaf (1: the next one; negative:
+    /// before it) when it has the same parent; `nil` otherwise. Reads the path only (no fetch): for hints such as a
+    /// scan's prefetching, never for navigation.
+    @inlinable public func siblingLeafID(ahead: Int) -> SOPID? {
+        let n = path.count
+        guard n >= 2, hasCurrent else { return nil }
+        let j = path[n - 2].index &+ ahead
+        guard j >= 0, j < path[n - 2].node.children.count else { return nil }
+        return path[n - 2].node.children[j]
+    }
+
     /// Puts the cursor on the last (`toEnd`) or first item of its leaf, so that the next
     /// ``next()`` (or ``previous()``) crosses to the neighbouring leaf. `false` when the cursor
     /// is invalid.

@@ -242,4 +242,52 @@ import Testing
         #expect(swapped.starts == [0, 4, 7])
         #expect(swapped.texts == [expected[2], expected[0], expected[3]])
     }
+
+    /// A scan has the cache prefetch the leaves ahead of it, reading their slots and arrays by
+    /// address: leaves replaced by other transactions' commits and evicted (a cache of a few
+    /// leaves) while the scan walks, in both directions, must neither crash it nor change what
+    /// it reads — the leaves it walks come from the committed state it began with, or its
+    /// commit fails the re-check.
+    @Test(arguments: [false, true])
+    func scansWhileTheLeavesAheadAreReplacedAndEvicted(descending: Bool) async throws {
+        let dir = TempDir("l1scan")
+        defer { dir.cleanup() }
+        var options = DatabaseOptions()
+        options.nodeCacheBytes = 24 << 10
+        let db = try await Database.open(at: dir.db, options: options)
+        let n = 2_000
+        func key(_ i: Int) -> String { String(format: "k%05d", i) }
+        try await db.write { tx in
+            let s = try await tx.createStore("kv", key: String.self, value: String.self)
+            for i in 0..<n { try await s.add(key(i), "v\(i)") }
+        }
+        let tx = try await db.beginTransaction(.forReading)
+        let s = try await tx.openStore("kv", key: String.self, value: String.self)
+        var seen: [String] = []
+        var rewrites = 0
+        for try await item in s.range(descending: descending) {
+            let id = Int(item.key.dropFirst())!
+            #expect(item.value == "v\(id)" || item.value == "w\(id)")
+            seen.append(item.key)
+            if seen.count % 50 == 0 {
+                // Rewrite a stretch of leaves ahead of the scan and push the rest out.
+                let at = descending ? n - seen.count - 200 : seen.count + 100
+                try await db.write { w in
+                    let ws = try await w.openStore("kv", key: String.self, value: String.self)
+                    for i in stride(from: max(0, at), to: min(n, at + 100), by: 7) {
+                        _ = try await ws.update(key(i), "w\(i)")
+                    }
+                    // And the first item the scan saw: its commit must now fail the re-check.
+                    let first = Int(seen[0].dropFirst())!
+                    _ = try await ws.update(seen[0], "w\(first)")
+                }
+                rewrites += 1
+            }
+        }
+        #expect(rewrites > 10)
+        #expect(seen.count == n)
+        #expect(seen == (descending ? (0..<n).reversed().map(key) : (0..<n).map(key)))
+        await #expect(throws: SOPError.self) { try await tx.commit() }
+        try await db.close()
+    }
 }
