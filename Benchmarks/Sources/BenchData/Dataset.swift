@@ -81,12 +81,17 @@ package struct Dataset: Sendable {
             repeat { v = Data(rng.bytes(75)).base64EncodedString() } while v == values[id]
             values2[id] = v
         }
-        self.keys = keys
-        self.values = values
-        self.values2 = values2
+        // Both forms are copied out, one after the other, so each lies in memory in id order
+        // with nothing between its elements: the strings made in the loop above lie between
+        // the generator's temporaries, and a scan checking its items against them paid for
+        // that layout (~20 % of SOP's scan in `sop-prof scan`) where the byte arrays the C
+        // engines are checked against were always contiguous.
         keyBytes = keys.map { Array($0.utf8) }
         valueBytes = values.map { Array($0.utf8) }
         value2Bytes = values2.map { Array($0.utf8) }
+        self.keys = keyBytes.map { String(decoding: $0, as: UTF8.self) }
+        self.values = valueBytes.map { String(decoding: $0, as: UTF8.self) }
+        self.values2 = value2Bytes.map { String(decoding: $0, as: UTF8.self) }
     }
 
     package static func key(_ id: Int) -> String {
