@@ -259,6 +259,69 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         ItemSequence(store: self, from: from, to: to, descending: descending)
     }
 
+    /// Walks the items with `from <= key <= to` (either bound optional), in key order or
+    /// reversed, handing `body` each item's key and value as **JSON text borrowed from the
+    /// node** that holds them: nothing is decoded, copied or allocated per item (a `String`
+    /// key's text is written into one buffer reused for every item; a value kept in a blob of
+    /// its own is read first). The buffers are valid only during the call — copy what you keep.
+    /// `body` returns `false` to stop the walk. Returns how many items `body` was handed.
+    ///
+    /// What ``range(from:to:descending:)`` does with a `Codable` decode per item, this does
+    /// as LMDB's cursor or SQLite's `sqlite3_column_blob` does: for exports, checksums,
+    /// streaming JSON out, or filters over the text. Reads are recorded like any other (the
+    /// transaction's commit re-checks them).
+    ///
+    /// ```swift
+    /// var bytes = 0
+    /// try await store.forEachJSON { key, value in
+    ///     bytes += key.count + value.count
+    ///     return true
+    /// }
+    /// ```
+    @discardableResult
+    public func forEachJSON(from: Key? = nil, to: Key? = nil, descending: Bool = false,
+                            isolation: isolated (any Actor)? = #isolation,
+                            _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool)
+        async throws -> Int {
+        var walker = RangeWalker(store: self, from: from, to: to, descending: descending)
+        var keys = KeyText(schema: ordering.schema)
+        defer { keys.deallocate() }
+        let cached = options.valuePlacement != .separateBlobWrittenAtOnce
+        var count = 0
+        while let first = try await walker.next() {
+            // The leaf's first item in range, then the rest of it, then the leaves at hand.
+            var blob: [UInt8]?
+            if case .blob(let id) = first.value { blob = try await transaction.engine.readValueBlob(id, cached: cached) }
+            guard try withUnsafePointer(to: first, { try JSONWalk.emit($0, blob: blob, &keys, transaction, body) }) == true
+            else { return count + 1 }
+            count += 1
+            var run = walker.takeRest()
+            while true {
+                var i = run.index
+                while i != run.end {
+                    // In place, up to the end of the leaf or an item whose value is in a blob.
+                    let (at, stop) = try run.items.withUnsafeBufferPointer {
+                        try JSONWalk.emitRun($0, from: i, to: run.end, step: run.step, &keys, &count, transaction, body)
+                    }
+                    if stop { return count }
+                    i = at
+                    if i != run.end {
+                        let item = run.items[i]
+                        guard case .blob(let id) = item.value else { throw SOPError(.internalError, "a blob item without a blob") }
+                        let b = try await transaction.engine.readValueBlob(id, cached: cached)
+                        let more = try withUnsafePointer(to: item) { try JSONWalk.emit($0, blob: b, &keys, transaction, body) }
+                        count += 1
+                        guard more == true else { return count }
+                        i += run.step
+                    }
+                }
+                guard let next = try walker.nextLeafIfCached() else { break }
+                run = next
+            }
+        }
+        return count
+    }
+
     /// The keys (with their item IDs) with `from <= key <= to`, in key order or reversed,
     /// without reading or decoding any value: with ``ValuePlacement/separateBlob`` no value
     /// blob is read, so a scan over keys (filtering on the metadata they carry) costs only the
@@ -291,6 +354,104 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     public func checkInvariants() async throws {
         try readable()
         try await tree.checkInvariants(expectedCount: repository.info.count + repository.countDelta)
+    }
+}
+
+/// The JSON text of keys, written into one buffer reused for every item (see
+/// ``Store/forEachJSON(from:to:descending:isolation:_:)``); a custom key's text is its own.
+struct KeyText {
+    let schema: KeySchema
+    private var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
+
+    init(schema: KeySchema) {
+        self.schema = schema
+    }
+
+    func deallocate() { buffer.deallocate() }
+
+    private mutating func reserve(_ n: Int) {
+        if n <= buffer.count { return }
+        buffer.deallocate()
+        buffer = .allocate(byteCount: max(n, 2 * buffer.count), alignment: 8)
+    }
+
+    /// Calls `body` with the JSON text of the key at `k`.
+    @inline(__always)
+    mutating func withText<R>(_ k: UnsafePointer<EKey>, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        switch schema.form {
+        case .custom:
+            return try k.pointee.bytes.withUnsafeBytes(body)
+        case .int:
+            // At most 20 characters (a sign and 19 digits), written backwards from byte 24.
+            var m = k.pointee.int.magnitude
+            var at = 24
+            repeat {
+                at -= 1
+                buffer[at] = 0x30 + UInt8(m % 10)
+                m /= 10
+            } while m > 0
+            if k.pointee.int < 0 { at -= 1; buffer[at] = 0x2D }
+            return try body(UnsafeRawBufferPointer(rebasing: buffer[at..<24]))
+        case .string:
+            let n = k.pointee.withUTF8 { u -> Int in
+                // Nothing to escape (the common case): the UTF-8 between quotes.
+                var plain = true
+                for c in u where c < 0x20 || c == 0x22 || c == 0x5C { plain = false; break }
+                if plain {
+                    reserve(u.count + 2)
+                    buffer[0] = 0x22
+                    if let from = u.baseAddress { (buffer.baseAddress! + 1).copyMemory(from: from, byteCount: u.count) }
+                    buffer[u.count + 1] = 0x22
+                    return u.count + 2
+                }
+                var text: [UInt8] = []
+                JSONBytes.appendString(utf8: u, to: &text)
+                reserve(text.count)
+                text.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                return text.count
+            }
+            return try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+    }
+}
+
+/// The per-item steps of ``Store/forEachJSON(from:to:descending:isolation:_:)``: items read
+/// in place in their leaf's array (no copy, so no retain per item).
+enum JSONWalk {
+    static let keyOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.key)!
+    static let valueOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.value)!
+
+    /// Hands `item` to `body` (`blob`: its value's text when the value is in a blob); `nil`
+    /// when the value is in a blob not given, else what `body` returned.
+    @inline(__always)
+    static func emit(_ item: UnsafePointer<BTreeItem<EKey, ValueBox>>, blob: [UInt8]?, _ keys: inout KeyText,
+                     _ transaction: Transaction,
+                     _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws -> Bool? {
+        try transaction.checkActive()
+        let raw = UnsafeRawPointer(item)
+        let key = (raw + keyOffset).assumingMemoryBound(to: EKey.self)
+        let value = (raw + valueOffset).assumingMemoryBound(to: ValueBox.self)
+        return try keys.withText(key) { k -> Bool? in
+            if let v = value.pointee.inlineBytesInPlace() { return try body(k, UnsafeRawBufferPointer(v)) }
+            if case .pending(let b) = value.pointee { return try b.withUnsafeBytes { try body(k, $0) } }
+            return try blob.map { b in try b.withUnsafeBytes { try body(k, $0) } }
+        }
+    }
+
+    /// Hands `items[i]`, `items[i + step]` ... (up to, not including, `end`) to `body`; stops
+    /// at an item whose value is in a blob. Returns where it stopped and whether `body` asked
+    /// to stop; `count` counts the items handed out.
+    static func emitRun(_ items: UnsafeBufferPointer<BTreeItem<EKey, ValueBox>>, from i: Int, to end: Int, step: Int,
+                        _ keys: inout KeyText, _ count: inout Int, _ transaction: Transaction,
+                        _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws -> (Int, Bool) {
+        var j = i
+        while j != end {
+            guard let more = try emit(items.baseAddress! + j, blob: nil, &keys, transaction, body) else { return (j, false) }
+            count += 1
+            if !more { return (j, true) }
+            j += step
+        }
+        return (j, false)
     }
 }
 
