@@ -52,7 +52,7 @@ func runEngine(_ name: String, rep: Int, ds: Dataset, cfg: Config, base: String)
     let folder = base + "/\(name)-r\(rep)"
     defer { try? fm.removeItem(atPath: folder) }
 
-    if !ph.isDisjoint(with: ["insert", "read", "scan", "update", "delete"]) {
+    if !ph.isDisjoint(with: ["insert", "read", "scan", "scan-bytes", "update", "delete"]) {
         let e = makeEngine(name, ds: ds, cfg: cfg)
         let path = folder + "/load"
         try await e.open(at: path)
@@ -69,6 +69,12 @@ func runEngine(_ name: String, rep: Int, ds: Dataset, cfg: Config, base: String)
             let c = try await e.scan()
             r.phases["scan"] = PhaseResult(seconds: now() - t0, items: c)
             guard c == ds.n else { throw BenchError("\(name): scan saw \(c) items, expected \(ds.n)") }
+        }
+        if ph.contains("scan-bytes") {
+            let t0 = now()
+            let c = try await e.scanBytes()
+            r.phases["scan-bytes"] = PhaseResult(seconds: now() - t0, items: c)
+            guard c == ds.n else { throw BenchError("\(name): scan-bytes saw \(c) items, expected \(ds.n)") }
         }
         if ph.contains("update") {
             r.phases["update"] = try await timedBatches(ds.updateOrder, batch: cfg.batch) { try await e.update($0) }
@@ -239,7 +245,7 @@ func renderReport(cfg: Config, timed: [String], results: [String: [RunResult]], 
         s += "\nitems/s, median of \(cfg.repeats) (single: 1,000 one-insert transactions; wB/item: /proc/self/io write_bytes during insert / N)\n"
         var header = ["engine"] + timed
         if timed.contains("single") { header += ["p50 ms", "p99 ms"] }
-        let load = !Set(timed).isDisjoint(with: ["insert", "read", "scan", "update", "delete"])
+        let load = !Set(timed).isDisjoint(with: ["insert", "read", "scan", "scan-bytes", "update", "delete"])
         if load { header += ["MiB", "wB/item"] }
         var rows: [[String]] = []
         for e in engines {

@@ -17,6 +17,10 @@ protocol BenchEngine: AnyObject {
     /// Scans everything in key order in one read transaction, verifying order, keys and
     /// values (item i must be id i); returns the number of items seen.
     func scan() async throws -> Int
+    /// The same scan, handed each item's key and value as bytes borrowed from the engine (no
+    /// decoding, no copy): SOP's `forEachJSON` (the JSON texts it keeps: the expected key and
+    /// value between quotes); SQLite's and LMDB's `scan()` already reads that way.
+    func scanBytes() async throws -> Int
     /// Gives `ids` their second value in one write transaction.
     func update(_ ids: ArraySlice<Int>) async throws
     /// Removes `ids` in one write transaction.
@@ -90,6 +94,25 @@ final class SOPEngine: BenchEngine {
         }
     }
 
+    func scanBytes() async throws -> Int {
+        let ds = self.ds
+        return try await database().read { tx in
+            let s = try await tx.openStore("kv", key: String.self, value: String.self)
+            var i = 0
+            var bad = false
+            let n = try await s.forEachJSON { k, v in
+                guard i < ds.n, quoted(k, ds.keyBytes[i]), quoted(v, ds.valueBytes[i]) else {
+                    bad = true
+                    return false
+                }
+                i += 1
+                return true
+            }
+            if bad { throw BenchError("\(name): scan-bytes wrong at \(i)") }
+            return n
+        }
+    }
+
     func update(_ ids: ArraySlice<Int>) async throws {
         let ds = self.ds
         try await database().write { tx in
@@ -120,6 +143,8 @@ final class SOPEngine: BenchEngine {
 // MARK: - SQLite
 
 final class SQLiteEngine: BenchEngine {
+    func scanBytes() async throws -> Int { try await scan() }
+
     let name: String
     let ds: Dataset
     let synchronous: String
@@ -281,6 +306,12 @@ final class SQLiteEngine: BenchEngine {
 }
 
 @inline(__always)
+/// Whether `text` is `expected` as a JSON string without escapes: the bytes between quotes.
+func quoted(_ text: UnsafeRawBufferPointer, _ expected: [UInt8]) -> Bool {
+    guard text.count == expected.count + 2, text[0] == 0x22, text[text.count - 1] == 0x22 else { return false }
+    return expected.withUnsafeBytes { memcmp(text.baseAddress! + 1, $0.baseAddress!, expected.count) == 0 }
+}
+
 func equal(_ p: UnsafeRawPointer?, _ n: Int, _ expected: [UInt8]) -> Bool {
     guard n == expected.count else { return false }
     if n == 0 { return true }
@@ -291,6 +322,8 @@ func equal(_ p: UnsafeRawPointer?, _ n: Int, _ expected: [UInt8]) -> Bool {
 // MARK: - LMDB
 
 final class LMDBEngine: BenchEngine {
+    func scanBytes() async throws -> Int { try await scan() }
+
     let name = "lmdb"
     let ds: Dataset
     let mapSize: Int

@@ -61,7 +61,7 @@ struct Config: Sendable {
     static let defaultEngines = ["sop", "sqlite-full", "sqlite-normal", "lmdb"]
     static let allEngines = ["sop", clusteredEngine, "sqlite-full", "sqlite-normal", "lmdb"]
     /// Timed phases in output order, then `limits` (the machine's limits).
-    static let timedPhases = ["insert", "read", "scan", "update", "delete", "insert-1tx", "single"]
+    static let timedPhases = ["insert", "read", "scan", "scan-bytes", "update", "delete", "insert-1tx", "single"]
     static let allPhases = timedPhases + ["limits"]
 
     var n: Int

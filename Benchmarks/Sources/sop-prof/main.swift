@@ -1,6 +1,6 @@
 // A profiling driver (not the benchmark): loads N items of the workload's shape into a fresh
 // database, then repeats one phase for a number of rounds so `perf record` sees that phase
-// alone. Usage: sop-prof <read|scan|insert|insert1tx|update|delete|single> [n] [rounds]; environment: SOP_PROF_DIR,
+// alone. Usage: sop-prof <read|scan|scan-bytes|insert|insert1tx|update|delete|single> [n] [rounds]; environment: SOP_PROF_DIR,
 // SOP_L1_MB, SOP_NO_COMPACTION, SOP_CHECKPOINT_MB, SOP_SLOT, SOP_INTERNAL (slot
 // lengths of the store it creates), SOP_WARM (read every key before the timed rounds),
 // SOP_NOCHECK (scan: hand the items out without comparing them with the expected ones).
@@ -108,6 +108,17 @@ func cpuSeconds() -> Double {
                     i += 1
                 }
                 }
+            }
+        case "scan-bytes":
+            try await db.read { tx in
+                let s = try await tx.openStore("kv", key: String.self, value: String.self)
+                var i = 0
+                try await s.forEachJSON { k, v in
+                    guard k.count == keys[i].utf8.count + 2, v.count == values[i].utf8.count + 2 else { fatalError("bad scan") }
+                    i += 1
+                    return true
+                }
+                if i != n { fatalError("short scan") }
             }
         case "insert":
             if r > 0 {
