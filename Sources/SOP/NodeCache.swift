@@ -222,7 +222,7 @@ final class NodeCache: Sendable {
                 // its arrays, a write to the very lines not yet here.
                 func itemArray(_ i: Int) -> UnsafeRawPointer? {
                     guard slots[i].used, slots[i].node != nil else { return nil }
-                    return (base + i * MemoryLayout<Slot>.stride + NodeCache.itemsOffset).load(as: UnsafeRawPointer?.self)
+                    return (base + i * MemoryLayout<Slot>.stride + itemsOffset).load(as: UnsafeRawPointer?.self)
                 }
                 if let b, let i = t.find(b), let items = itemArray(i) {
                     // The array's header and elements, by address: reading the count first
@@ -239,8 +239,8 @@ final class NodeCache: Sendable {
                     let count = items.load(fromByteOffset: arrayCountOffset, as: Int.self)
                     guard count > 0 else { return }
                     let stride = MemoryLayout<BTreeItem<EKey, ValueBox>>.stride
-                    let first = (items + arrayElementsOffset + NodeCache.valueOffset).assumingMemoryBound(to: ValueBox.self)
-                    let last = (items + arrayElementsOffset + (count - 1) * stride + NodeCache.valueOffset).assumingMemoryBound(to: ValueBox.self)
+                    let first = (items + arrayElementsOffset + valueOffset).assumingMemoryBound(to: ValueBox.self)
+                    let last = (items + arrayElementsOffset + (count - 1) * stride + valueOffset).assumingMemoryBound(to: ValueBox.self)
                     guard let v = first.pointee.inlineSpan else { return }
                     // The values lie in one buffer in item order (see ``NodeFormat/forCache(_:)``);
                     // otherwise only the first item's value.
@@ -256,10 +256,11 @@ final class NodeCache: Sendable {
         }
     }
 
-    /// Where a slot holds its node's item array (the node is stored in the slot).
-    private static let itemsOffset = MemoryLayout<Slot>.offset(of: \Slot.node)! + MemoryLayout<EngineNode>.offset(of: \EngineNode.items)!
+    /// Where a slot holds its node's item array (the node is stored in the slot). Constants
+    /// of the instance, not globals: a global's lazy initialization is checked at every use.
+    private let itemsOffset = MemoryLayout<Slot>.offset(of: \Slot.node)! + MemoryLayout<EngineNode>.offset(of: \EngineNode.items)!
     /// Where an item holds its value.
-    private static let valueOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.value)!
+    private let valueOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.value)!
 
     /// Caches entries (replacing what their keys held) and evicts as needed; returns the nodes
     /// replaced or evicted, for the caller to release outside the lock (or hand to

@@ -286,13 +286,14 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
         var walker = RangeWalker(store: self, from: from, to: to, descending: descending)
         var keys = KeyText(schema: ordering.schema)
         defer { keys.deallocate() }
+        let layout = JSONWalk.Layout()
         let cached = options.valuePlacement != .separateBlobWrittenAtOnce
         var count = 0
         while let first = try await walker.next() {
             // The leaf's first item in range, then the rest of it, then the leaves at hand.
             var blob: [UInt8]?
             if case .blob(let id) = first.value { blob = try await transaction.engine.readValueBlob(id, cached: cached) }
-            guard try withUnsafePointer(to: first, { try JSONWalk.emit($0, blob: blob, &keys, transaction, body) }) == true
+            guard try withUnsafePointer(to: first, { try JSONWalk.emit($0, blob: blob, &keys, layout, transaction, body) }) == true
             else { return count + 1 }
             count += 1
             var run = walker.takeRest()
@@ -301,7 +302,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
                 while i != run.end {
                     // In place, up to the end of the leaf or an item whose value is in a blob.
                     let (at, stop) = try run.items.withUnsafeBufferPointer {
-                        try JSONWalk.emitRun($0, from: i, to: run.end, step: run.step, &keys, &count, transaction, body)
+                        try JSONWalk.emitRun($0, from: i, to: run.end, step: run.step, &keys, layout, &count, transaction, body)
                     }
                     if stop { return count }
                     i = at
@@ -309,7 +310,7 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
                         let item = run.items[i]
                         guard case .blob(let id) = item.value else { throw SOPError(.internalError, "a blob item without a blob") }
                         let b = try await transaction.engine.readValueBlob(id, cached: cached)
-                        let more = try withUnsafePointer(to: item) { try JSONWalk.emit($0, blob: b, &keys, transaction, body) }
+                        let more = try withUnsafePointer(to: item) { try JSONWalk.emit($0, blob: b, &keys, layout, transaction, body) }
                         count += 1
                         guard more == true else { return count }
                         i += run.step
@@ -418,19 +419,24 @@ struct KeyText {
 /// The per-item steps of ``Store/forEachJSON(from:to:descending:isolation:_:)``: items read
 /// in place in their leaf's array (no copy, so no retain per item).
 enum JSONWalk {
-    static let keyOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.key)!
-    static let valueOffset = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.value)!
+    /// Where an item holds its key and its value (read once per walk: a global's lazy
+    /// initialization check per item showed in profiles).
+    struct Layout {
+        let key = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.key)!
+        let value = MemoryLayout<BTreeItem<EKey, ValueBox>>.offset(of: \BTreeItem<EKey, ValueBox>.value)!
+    }
 
     /// Hands `item` to `body` (`blob`: its value's text when the value is in a blob); `nil`
     /// when the value is in a blob not given, else what `body` returned.
     @inline(__always)
     static func emit(_ item: UnsafePointer<BTreeItem<EKey, ValueBox>>, blob: [UInt8]?, _ keys: inout KeyText,
+                     _ layout: Layout,
                      _ transaction: Transaction,
                      _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws -> Bool? {
         try transaction.checkActive()
         let raw = UnsafeRawPointer(item)
-        let key = (raw + keyOffset).assumingMemoryBound(to: EKey.self)
-        let value = (raw + valueOffset).assumingMemoryBound(to: ValueBox.self)
+        let key = (raw + layout.key).assumingMemoryBound(to: EKey.self)
+        let value = (raw + layout.value).assumingMemoryBound(to: ValueBox.self)
         return try keys.withText(key) { k -> Bool? in
             if let v = value.pointee.inlineBytesInPlace() { return try body(k, UnsafeRawBufferPointer(v)) }
             if case .pending(let b) = value.pointee { return try b.withUnsafeBytes { try body(k, $0) } }
@@ -442,11 +448,11 @@ enum JSONWalk {
     /// at an item whose value is in a blob. Returns where it stopped and whether `body` asked
     /// to stop; `count` counts the items handed out.
     static func emitRun(_ items: UnsafeBufferPointer<BTreeItem<EKey, ValueBox>>, from i: Int, to end: Int, step: Int,
-                        _ keys: inout KeyText, _ count: inout Int, _ transaction: Transaction,
+                        _ keys: inout KeyText, _ layout: Layout, _ count: inout Int, _ transaction: Transaction,
                         _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws -> (Int, Bool) {
         var j = i
         while j != end {
-            guard let more = try emit(items.baseAddress! + j, blob: nil, &keys, transaction, body) else { return (j, false) }
+            guard let more = try emit(items.baseAddress! + j, blob: nil, &keys, layout, transaction, body) else { return (j, false) }
             count += 1
             if !more { return (j, true) }
             j += step

@@ -307,10 +307,13 @@ public final class BTree<Repo: NodeRepository> {
               let node = try fetchCheckedIfCached(path[parent].node.children[next]), node.isLeaf else { return nil }
         guard !node.items.isEmpty else { throw corrupt("empty non-root leaf", node.id) }
         path[parent].index = next
+        // The node moves into the path (its last use), and the items are read back from there:
+        // returning `node.items` after the move kept a second copy of the node alive (a
+        // retain and a release of each of its arrays per leaf crossed).
         path[leafLevel] = Frame(node: node, index: 0)
         storedCurrent = nil
         currentInPath = true
-        return node.items
+        return path[leafLevel].node.items
     }
 
     /// The ID of the leaf `ahead` places after the cursor's leaf (1: the next one; negative:
