@@ -20,7 +20,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "SOPCore", swiftSettings: strict),
-        .target(name: "SOPBTree", dependencies: ["SOPCore"], swiftSettings: strict),
+        .target(name: "SOPBTree", dependencies: ["SOPCore", "CSOPHints"], swiftSettings: strict),
         // CRC-32C with the CPU's instructions (SSE 4.2, ARMv8 CRC32), picked at run time.
         .target(name: "CSOPCRC32C"),
         // A cache-line prefetch hint (no Swift equivalent), used by range scans to overlap the

@@ -262,8 +262,8 @@ public final class Store<Key: Codable & Sendable, Value: Codable & Sendable>: @u
     /// Walks the items with `from <= key <= to` (either bound optional), in key order or
     /// reversed, handing `body` each item's key and value as **JSON text borrowed from the
     /// node** that holds them: nothing is decoded, copied or allocated per item (a `String`
-    /// key's text is written into one buffer reused for every item; a value kept in a blob of
-    /// its own is read first). The buffers are valid only during the call — copy what you keep.
+    /// or `Int` key's text is written into one buffer reused for every item; a value kept in a
+    /// blob of its own is read first). The buffers are valid only during the call — copy what you keep.
     /// `body` returns `false` to stop the walk. Returns how many items `body` was handed.
     ///
     /// What ``range(from:to:descending:)`` does with a `Codable` decode per item, this does

@@ -1,3 +1,4 @@
+import CSOPHints
 import SOPCore
 
 /// A B+tree over a ``NodeRepository``, with a cursor.
@@ -554,6 +555,37 @@ public final class BTree<Repo: NodeRepository> {
             (base + i &* stride + keyOffset).assumingMemoryBound(to: Key.self)
         }
         var lo = 0, hi = count
+        switch bound {
+        case .minimum: return 0
+        case .maximum: return count
+        default: break
+        }
+        // Ask for the lines the search will read before it reads them, so that their misses
+        // overlap instead of following one another (each probe's line depends on the last
+        // comparison): a node not touched lately is in memory, not in the caches. A small node
+        // (a leaf's items) is asked for whole; a large one (an internal node's separators)
+        // for the probes of the search's first three steps.
+        let bytes = count &* stride
+        if bytes <= 2048 {
+            var at = 0
+            while at < bytes {
+                sop_prefetch(base + at)
+                at &+= 64
+            }
+        } else {
+            var step = count >> 1, probes = 1
+            while probes <= 4 {
+                var j = 0
+                while j < probes {
+                    let probe: Int = (2 &* j &+ 1) &* step
+                    let offset: Int = probe &* stride &+ keyOffset
+                    sop_prefetch(base + offset)
+                    j &+= 1
+                }
+                probes &<<= 1
+                step >>= 1
+            }
+        }
         switch bound {
         case .minimum: return 0
         case .maximum: return count
