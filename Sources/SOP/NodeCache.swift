@@ -211,12 +211,7 @@ final class NodeCache: Sendable {
                 let base = UnsafeRawPointer(slots.baseAddress!)
                 if let a {
                     // The slot and the next (a probe run rarely goes further); a slot spans two lines.
-                    let at = base + a.home(t.mask) * MemoryLayout<Slot>.stride
-                    var line = 0
-                    while line < 2 * MemoryLayout<Slot>.stride {
-                        sop_prefetch(at + line)
-                        line &+= 64
-                    }
+                    sop_prefetch_range(base + a.home(t.mask) * MemoryLayout<Slot>.stride, 2 * MemoryLayout<Slot>.stride)
                 }
                 // The item array's address, read in place: a copy of the node would retain
                 // its arrays, a write to the very lines not yet here.
@@ -227,12 +222,7 @@ final class NodeCache: Sendable {
                 if let b, let i = t.find(b), let items = itemArray(i) {
                     // The array's header and elements, by address: reading the count first
                     // would wait for the header's line.
-                    let bytes = arrayElementsOffset + itemLimit * MemoryLayout<BTreeItem<EKey, ValueBox>>.stride
-                    var line = 0
-                    while line < bytes {
-                        sop_prefetch(items + line)
-                        line &+= 64
-                    }
+                    sop_prefetch_range(items, arrayElementsOffset + itemLimit * MemoryLayout<BTreeItem<EKey, ValueBox>>.stride)
                 }
                 if let c, let i = t.find(c), let items = itemArray(i) {
                     // The header and the items were requested a leaf ago.
@@ -246,11 +236,7 @@ final class NodeCache: Sendable {
                     // otherwise only the first item's value.
                     var end = v.end
                     if let w = last.pointee.inlineSpan, w.storage == v.storage { end = w.end }
-                    var at = arrayElementsOffset + v.start
-                    while at < arrayElementsOffset + end {
-                        sop_prefetch(v.storage + at)
-                        at &+= 64
-                    }
+                    sop_prefetch_range(v.storage + arrayElementsOffset + v.start, end - v.start)
                 }
             }
         }

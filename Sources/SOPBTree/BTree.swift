@@ -567,11 +567,7 @@ public final class BTree<Repo: NodeRepository> {
         // for the probes of the search's first three steps.
         let bytes = count &* stride
         if bytes <= 2048 {
-            var at = 0
-            while at < bytes {
-                sop_prefetch(base + at)
-                at &+= 64
-            }
+            sop_prefetch_range(base, bytes)
         } else {
             var step = count >> 1, probes = 1
             while probes <= 4 {
