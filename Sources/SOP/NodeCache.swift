@@ -341,7 +341,6 @@ final class NodeCache: Sendable {
 /// or to be read only while the array is known to be alive. The object starts with the
 /// heap-object header (two words) and the count; the elements follow at
 /// `arrayElementsOffset` (for elements aligned to at most a word, as all of the engine's are).
-
 @inline(__always)
 func objectAddress<T>(_ array: [T]) -> UnsafeRawPointer {
     unsafeBitCast(array, to: UnsafeRawPointer.self)

@@ -318,8 +318,8 @@ public final class BTree<Repo: NodeRepository> {
     }
 
     /// The ID of the leaf `ahead` places after the cursor's leaf (1: the next one; negative:
-    /// before it) when it has the same parent; `nil` otherwise. Reads the path only (no fetch): for hints such as a
-    /// scan's prefetching, never for navigation.
+    /// before it) when it has the same parent; `nil` otherwise. Reads the path only (no
+    /// fetch): for hints such as a scan's prefetching, never for navigation.
     @inlinable public func siblingLeafID(ahead: Int) -> SOPID? {
         let n = path.count
         guard n >= 2, hasCurrent else { return nil }
@@ -558,33 +558,10 @@ public final class BTree<Repo: NodeRepository> {
         switch bound {
         case .minimum: return 0
         case .maximum: return count
-        default: break
-        }
-        // Ask for the lines the search will read before it reads them, so that their misses
-        // overlap instead of following one another (each probe's line depends on the last
-        // comparison): a node not touched lately is in memory, not in the caches. A small node
-        // (a leaf's items) is asked for whole; a large one (an internal node's separators)
-        // for the probes of the search's first three steps.
-        let bytes = count &* stride
-        if bytes <= 2048 {
-            sop_prefetch_range(base, bytes)
-        } else {
-            var step = count >> 1, probes = 1
-            while probes <= 4 {
-                var j = 0
-                while j < probes {
-                    let probe: Int = (2 &* j &+ 1) &* step
-                    let offset: Int = probe &* stride &+ keyOffset
-                    sop_prefetch(base + offset)
-                    j &+= 1
-                }
-                probes &<<= 1
-                step >>= 1
-            }
+        default: Self.prefetchProbes(base, count: count, stride: stride, keyOffset: keyOffset)
         }
         switch bound {
-        case .minimum: return 0
-        case .maximum: return count
+        case .minimum, .maximum: break // returned above
         case .exact(let k, let i):
             withUnsafePointer(to: k) { kp in
                 while lo < hi {
@@ -612,6 +589,32 @@ public final class BTree<Repo: NodeRepository> {
             }
         }
         return lo
+    }
+
+    /// Asks for the lines a binary search over `count` elements of `stride` bytes at `base`
+    /// will read, before it reads them, so that their misses overlap instead of following one
+    /// another (each probe's line depends on the last comparison; a node not touched lately is
+    /// in memory, not in the caches). A small node (a leaf's items) is asked for whole; a
+    /// large one (an internal node's separators) for the probes of the first three steps.
+    @inlinable @inline(__always)
+    static func prefetchProbes(_ base: UnsafeRawPointer, count: Int, stride: Int, keyOffset: Int) {
+        let bytes = count &* stride
+        if bytes <= 2048 {
+            sop_prefetch_range(base, bytes)
+            return
+        }
+        var step = count >> 1, probes = 1
+        while probes <= 4 {
+            var j = 0
+            while j < probes {
+                let probe: Int = (2 &* j &+ 1) &* step
+                let offset: Int = probe &* stride &+ keyOffset
+                sop_prefetch(base + offset)
+                j &+= 1
+            }
+            probes &<<= 1
+            step >>= 1
+        }
     }
 
     @inlinable func corrupt(_ what: String, _ id: SOPID) -> SOPError {
